@@ -17,6 +17,7 @@ const (
 	MaxLabelValueLen = 256
 	MaxLabels        = 16
 	MaxTagValueLen   = 1024
+	MaxUnitLen       = 32
 )
 
 // ValidateHostID reports whether id may be used in a key: 1..128 characters
@@ -99,6 +100,16 @@ func ValidateTagValue(v string) error {
 		return fmt.Errorf("%w: tag value is %d bytes, the limit is %d", ErrInvalid, len(v), MaxTagValueLen)
 	}
 	return checkText(v, "")
+}
+
+// ValidateUnit reports whether u may be stored as a sample's unit: at most
+// 32 bytes of valid UTF-8 without control characters ("" is allowed). Units
+// end up inside JSON strings in Redis, so they must be valid text.
+func ValidateUnit(u string) error {
+	if len(u) > MaxUnitLen {
+		return fmt.Errorf("%w: unit is %d bytes, the limit is %d", ErrInvalid, len(u), MaxUnitLen)
+	}
+	return checkText(u, "")
 }
 
 // ValidateValue refuses NaN and ±Inf, which no chart or aggregate can use.
@@ -228,6 +239,9 @@ func ValidateSnapshot(s *Snapshot) error {
 			return fmt.Errorf("host %q: %w", s.HostID, err)
 		}
 		if err := ValidateValue(s.Samples[i].Value); err != nil {
+			return fmt.Errorf("host %q series %q: %w", s.HostID, s.Samples[i].Series, err)
+		}
+		if err := ValidateUnit(s.Samples[i].Unit); err != nil {
 			return fmt.Errorf("host %q series %q: %w", s.HostID, s.Samples[i].Series, err)
 		}
 	}

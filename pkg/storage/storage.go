@@ -2,7 +2,7 @@
 // to hold snapshots and the host registry, the shared data model, and the
 // rules that keep untrusted names out of keys.
 //
-// Two backends implement Store: pkg/storage/redis (the seed's exact Redis key
+// Two backends implement Store: pkg/storage/redisstore (the seed's exact Redis key
 // layout, see docs/storage.md) and pkg/storage/embedded (bbolt on local disk,
 // for one machine). Both pass the same conformance suite
 // (pkg/storage/storagetest).
@@ -70,10 +70,13 @@ type RangeQuery struct {
 type Store interface {
 	// WriteSnapshots stores snapshots (each validated with ValidateSnapshot
 	// by the caller; a backend still refuses keys that would break its
-	// layout with ErrInvalid). It returns only after the data is durable in
-	// the backend's terms; on error nothing may be assumed stored.
+	// layout with ErrInvalid, and then writes nothing of the call). It
+	// returns only after the data is durable in the backend's terms; on
+	// error nothing may be assumed stored.
 	WriteSnapshots(ctx context.Context, snaps []Snapshot) error
-	// Range returns matching snapshots in ascending timestamp order.
+	// Range returns matching snapshots in ascending timestamp order, each
+	// snapshot's samples sorted by series. Data older than the retention is
+	// never returned, even before the backend has expired it.
 	Range(ctx context.Context, q RangeQuery) ([]Snapshot, error)
 	// Latest returns the host's newest snapshot; ok is false when it has none.
 	Latest(ctx context.Context, hostID string) (snap Snapshot, ok bool, err error)

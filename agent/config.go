@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/monitorhq/monitor/pkg/config"
+	"github.com/monitorhq/monitor/pkg/storage"
+)
+
+// Config is the agent's configuration; configs/agent.yaml documents every
+// key. DefaultConfig holds the defaults.
+type Config struct {
+	HostID              string            `yaml:"host_id"`
+	Brokers             []string          `yaml:"brokers"`
+	Interval            config.Duration   `yaml:"interval"`
+	Labels              map[string]string `yaml:"labels"`
+	Collectors          CollectorsConfig  `yaml:"collectors"`
+	CollectorTimeout    config.Duration   `yaml:"collector_timeout"`
+	BufferSize          int               `yaml:"buffer_size"`
+	BatchMaxSnapshots   int               `yaml:"batch_max_snapshots"`
+	MaxInflightBatches  int               `yaml:"max_inflight_batches"`
+	HeartbeatInterval   config.Duration   `yaml:"heartbeat_interval"`
+	ReconnectMinBackoff config.Duration   `yaml:"reconnect_min_backoff"`
+	ReconnectMaxBackoff config.Duration   `yaml:"reconnect_max_backoff"`
+	ShutdownTimeout     config.Duration   `yaml:"shutdown_timeout"`
+}
+
+// CollectorsConfig switches the collector families on and off.
+type CollectorsConfig struct {
+	CPU     bool `yaml:"cpu"`
+	Memory  bool `yaml:"memory"`
+	Disk    bool `yaml:"disk"`
+	Network bool `yaml:"network"`
+}
+
+// DefaultConfig returns the defaults: the host's sanitized hostname as id,
+// one broker on localhost, the seed's 5 s interval and 1024-slot buffer.
+func DefaultConfig() Config {
+	return Config{
+		HostID:              DefaultHostID(),
+		Brokers:             []string{"127.0.0.1:9093"},
+		Interval:            config.Duration(5 * time.Second),
+		Collectors:          CollectorsConfig{CPU: true, Memory: true, Disk: true, Network: true},
+		CollectorTimeout:    config.Duration(2 * time.Second),
+		BufferSize:          1024,
+		BatchMaxSnapshots:   64,
+		MaxInflightBatches:  8,
+		HeartbeatInterval:   config.Duration(10 * time.Second),
+		ReconnectMinBackoff: config.Duration(500 * time.Millisecond),
+		ReconnectMaxBackoff: config.Duration(30 * time.Second),
+		ShutdownTimeout:     config.Duration(10 * time.Second),
+	}
+}
+
+// DefaultHostID returns the hostname reduced to what storage.ValidateHostID
+// accepts: characters outside [A-Za-z0-9._-] become '-', leading
+// punctuation is dropped, the result is cut to storage.MaxHostIDLen. It
+// returns "localhost" when nothing usable is left.
+func DefaultHostID() string {
+	name, err := os.Hostname()
+	if err != nil {
+		return "localhost"
+	}
+	return sanitizeHostID(name)
+}
+
+func sanitizeHostID(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	id := strings.TrimLeft(string(b), "._-")
+	if len(id) > storage.MaxHostIDLen {
+		id = id[:storage.MaxHostIDLen]
+	}
+	if id == "" {
+		return "localhost"
+	}
+	return id
+}
+
+// Validate checks every key and names the first bad one.
+func (c *Config) Validate() error {
+	if err := storage.ValidateHostID(c.HostID); err != nil {
+		return config.Errorf("host_id", "%v", err)
+	}
+	if len(c.Brokers) == 0 {
+		return config.Errorf("brokers", "is empty; list at least one broker host:port such as 127.0.0.1:9093")
+	}
+	seen := make(map[string]bool, len(c.Brokers))
+	for i, b := range c.Brokers {
+		key := fmt.Sprintf("brokers[%d]", i)
+		if err := config.Addr(key, b, false); err != nil {
+			return err
+		}
+		if seen[b] {
+			return config.Errorf(key, "%q is listed twice", b)
+		}
+		seen[b] = true
+	}
+	checks := []error{
+		config.DurationIn("interval", c.Interval, time.Second, time.Hour),
+		config.DurationIn("collector_timeout", c.CollectorTimeout, 10*time.Millisecond, time.Hour),
+		config.IntIn("buffer_size", c.BufferSize, 16, 1<<20),
+		config.IntIn("batch_max_snapshots", c.BatchMaxSnapshots, 1, 1000),
+		config.IntIn("max_inflight_batches", c.MaxInflightBatches, 1, 1024),
+		config.DurationIn("heartbeat_interval", c.HeartbeatInterval, time.Second, time.Hour),
+		config.DurationIn("reconnect_min_backoff", c.ReconnectMinBackoff, 10*time.Millisecond, time.Minute),
+		config.DurationIn("reconnect_max_backoff", c.ReconnectMaxBackoff, 10*time.Millisecond, time.Hour),
+		config.DurationIn("shutdown_timeout", c.ShutdownTimeout, 0, 10*time.Minute),
+	}
+	for _, err := range checks {
+		if err != nil {
+			return err
+		}
+	}
+	if c.CollectorTimeout >= c.Interval {
+		return config.Errorf("collector_timeout", "%s is not shorter than interval %s; a round must end before the next starts", c.CollectorTimeout, c.Interval)
+	}
+	if c.ReconnectMaxBackoff < c.ReconnectMinBackoff {
+		return config.Errorf("reconnect_max_backoff", "%s is shorter than reconnect_min_backoff %s", c.ReconnectMaxBackoff, c.ReconnectMinBackoff)
+	}
+	for k, v := range c.Labels {
+		if err := storage.ValidateLabelName(k); err != nil {
+			return config.Errorf("labels", "%v", err)
+		}
+		if err := storage.ValidateTagValue(v); err != nil {
+			return config.Errorf("labels."+k, "%v", err)
+		}
+	}
+	if !c.Collectors.CPU && !c.Collectors.Memory && !c.Collectors.Disk && !c.Collectors.Network {
+		return config.Errorf("collectors", "every collector is off; turn at least one on")
+	}
+	return nil
+}
+
+// BindFlags binds the command-line flags of DESIGN.md §4: -broker, -host-id
+// and -interval (-config, -once and -check-config belong to main).
+func (c *Config) BindFlags(f *config.Flags) {
+	f.String("broker", "broker gRPC address(es), comma-separated host:port", func(v string) error {
+		c.Brokers = config.SplitList(v)
+		return nil
+	})
+	f.String("host-id", "this host's id (default: the hostname)", func(v string) error { c.HostID = v; return nil })
+	f.String("interval", "collection interval, e.g. 5s (collector_timeout is lowered to half of it if not shorter)", c.SetInterval)
+}
+
+// SetInterval sets the collection interval from a duration string such as
+// "5s". -interval 1s must work on its own, so collector_timeout is lowered to
+// half the interval when it would not be shorter.
+func (c *Config) SetInterval(v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as \"5s\"", v)
+	}
+	c.Interval = config.Duration(d)
+	if c.CollectorTimeout >= c.Interval {
+		c.CollectorTimeout = c.Interval / 2
+	}
+	return nil
+}

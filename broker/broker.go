@@ -1,0 +1,207 @@
+// Package broker is the broker component: it receives agents' snapshot
+// streams over gRPC, validates them, stores them through pkg/storage (Redis
+// shards by consistent hash, or the embedded on-disk store), acknowledges
+// only what is stored, and serves queries and a live Subscribe stream to the
+// visualization server.
+//
+// Lifetime: New opens storage and binds the listeners; Run serves until its
+// context ends, then shuts down in this order (reverse of start-up):
+//  1. drain ingest: every Ingest stream finishes the batch it is writing,
+//     acks it, and ends with Unavailable so agents fail over; Subscribe
+//     streams end;
+//  2. stop the gRPC server (graceful, bounded by shutdown_timeout);
+//  3. stop the HTTP server;
+//  4. close storage — after every write has returned, so nothing
+//     acknowledged is lost.
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/monitorhq/monitor/broker/internal/ingest"
+	"github.com/monitorhq/monitor/broker/internal/service"
+	"github.com/monitorhq/monitor/pkg/storage"
+	"github.com/monitorhq/monitor/pkg/storage/embedded"
+	"github.com/monitorhq/monitor/pkg/storage/redisstore"
+	monitorpb "github.com/monitorhq/monitor/proto"
+)
+
+// Broker is one broker process.
+type Broker struct {
+	cfg      Config
+	log      *slog.Logger
+	store    storage.Store
+	svc      *service.Service
+	grpc     *grpc.Server
+	grpcLis  net.Listener
+	httpSrv  *http.Server
+	httpLis  net.Listener
+	shutdown time.Duration
+}
+
+// New validates cfg, opens storage and binds the listeners.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	store, err := openStorage(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{cfg: cfg, log: logger, store: store, shutdown: cfg.ShutdownTimeout.D()}
+	b.svc = service.New(store, service.Options{
+		Limits: ingest.Limits{
+			MaxBatchSnapshots:     cfg.Ingest.MaxBatchSnapshots,
+			MaxSamplesPerSnapshot: cfg.Ingest.MaxSamplesPerSnapshot,
+			MaxFutureSkew:         cfg.Ingest.MaxFutureSkew.D(),
+			MaxAge:                cfg.Storage.TTL.D(),
+		},
+		WriteTimeout:      cfg.Ingest.WriteTimeout.D(),
+		RetryAfter:        cfg.Ingest.RetryAfter.D(),
+		HeartbeatInterval: cfg.Hosts.HeartbeatInterval.D(),
+		OfflineAfter:      cfg.Hosts.OfflineAfter.D(),
+		MaxRange:          cfg.Query.MaxRange.D(),
+		QueryTimeout:      cfg.Query.Timeout.D(),
+	}, logger)
+
+	b.grpcLis, err = net.Listen("tcp", cfg.GRPCListen)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("listen gRPC on %s: %w", cfg.GRPCListen, err)
+	}
+	b.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	monitorpb.RegisterMonitorServiceServer(b.grpc, b.svc)
+
+	if cfg.HTTPListen != "" {
+		b.httpLis, err = net.Listen("tcp", cfg.HTTPListen)
+		if err != nil {
+			b.grpcLis.Close()
+			store.Close()
+			return nil, fmt.Errorf("listen HTTP on %s: %w", cfg.HTTPListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", b.healthz)
+		b.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
+	}
+	return b, nil
+}
+
+func openStorage(ctx context.Context, cfg Config, logger *slog.Logger) (storage.Store, error) {
+	switch cfg.Storage.Backend {
+	case "redis":
+		shards := make([]redisstore.ShardConfig, len(cfg.Storage.Redis.Shards))
+		for i, s := range cfg.Storage.Redis.Shards {
+			shards[i] = redisstore.ShardConfig{Addr: s.Addr, Username: s.Username, Password: s.Password, DB: s.DB, TLS: s.TLS}
+		}
+		return redisstore.New(ctx, redisstore.Config{
+			Shards:       shards,
+			KeyPrefix:    cfg.Storage.KeyPrefix,
+			Retention:    cfg.Storage.TTL.D(),
+			HostTTL:      cfg.Storage.DefaultTTL.D(),
+			VirtualNodes: cfg.Hash.VirtualNodes,
+			ReadChunk:    cfg.Storage.Redis.ReadChunk,
+		}, logger)
+	default:
+		return embedded.Open(filepath.Join(cfg.DataDir, "embedded"), embedded.Options{
+			Retention:     cfg.Storage.TTL.D(),
+			SweepInterval: cfg.Storage.Embedded.SweepInterval.D(),
+			HostTTL:       cfg.Storage.DefaultTTL.D(),
+		}, logger)
+	}
+}
+
+// GRPCAddr is the bound gRPC address.
+func (b *Broker) GRPCAddr() string { return b.grpcLis.Addr().String() }
+
+// HTTPAddr is the bound HTTP address ("" when disabled).
+func (b *Broker) HTTPAddr() string {
+	if b.httpLis == nil {
+		return ""
+	}
+	return b.httpLis.Addr().String()
+}
+
+// Stats returns the ingest counters.
+func (b *Broker) Stats() service.Stats { return b.svc.Stats() }
+
+// Run serves until ctx ends, then shuts down in the documented order.
+func (b *Broker) Run(ctx context.Context) error {
+	b.log.Info("broker serving", "node", b.cfg.NodeID, "grpc", b.GRPCAddr(), "http", b.HTTPAddr(), "storage", b.cfg.Storage.Backend)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := b.grpc.Serve(b.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve gRPC: %w", err)
+		}
+		return nil
+	})
+	if b.httpSrv != nil {
+		g.Go(func() error {
+			if err := b.httpSrv.Serve(b.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve HTTP: %w", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		b.stop()
+		return nil
+	})
+	err := g.Wait()
+	if cerr := b.store.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("close storage: %w", cerr)
+	}
+	st := b.svc.Stats()
+	b.log.Info("broker stopped", "batches_acked", st.BatchesAcked, "snapshots_stored", st.SnapshotsStored, "write_failures", st.WriteFailures)
+	return err
+}
+
+func (b *Broker) stop() {
+	b.log.Info("broker shutting down: draining ingest streams")
+	b.svc.Drain()
+	done := make(chan struct{})
+	go func() {
+		b.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(b.shutdown):
+		b.log.Warn("graceful gRPC stop timed out; closing remaining streams", "timeout", b.shutdown)
+		b.grpc.Stop()
+		<-done
+	}
+	if b.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), b.shutdown)
+		defer cancel()
+		_ = b.httpSrv.Shutdown(ctx)
+	}
+}
+
+func (b *Broker) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "application/json")
+	if err := b.store.Ping(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"status": "unavailable", "error": "storage: " + err.Error()})
+		return
+	}
+	_ = json.NewEncoder(w).Encode(map[string]string{"status": "ok", "node": b.cfg.NodeID, "storage": b.cfg.Storage.Backend})
+}

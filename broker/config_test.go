@@ -1,0 +1,60 @@
+package broker
+
+import (
+	"testing"
+
+	"github.com/monitorhq/monitor/pkg/config"
+	"github.com/monitorhq/monitor/pkg/config/configtest"
+)
+
+func TestShippedConfigLoads(t *testing.T) {
+	cfg := DefaultConfig()
+	if err := config.Load("../configs/broker.yaml", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// The shipped file must state the defaults, not drift from them.
+	def := DefaultConfig()
+	if cfg.GRPCListen != def.GRPCListen || cfg.Hash.VirtualNodes != 50 || cfg.Storage.TTL != def.Storage.TTL ||
+		cfg.Raft.HeartbeatTimeout != def.Raft.HeartbeatTimeout || cfg.Raft.ElectionTimeout != def.Raft.ElectionTimeout ||
+		cfg.Storage.KeyPrefix != "monitor:" {
+		t.Fatalf("configs/broker.yaml differs from DefaultConfig: %+v", cfg)
+	}
+}
+
+func TestBadConfigs(t *testing.T) {
+	configtest.BadFiles(t, "testdata/*.bad.yaml", func(path string) error {
+		cfg := DefaultConfig()
+		if err := config.Load(path, &cfg); err != nil {
+			return err
+		}
+		return cfg.Validate()
+	})
+}
+
+func TestFlagsOverrideFile(t *testing.T) {
+	cfg := DefaultConfig()
+	fs := newFlagSet()
+	flags := config.NewFlags(fs)
+	cfg.BindFlags(flags)
+	if err := fs.Parse([]string{"-grpc", "127.0.0.1:7000", "-storage", "redis://u:p@127.0.0.1:6390/2,redis://127.0.0.1:6391"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := config.Decode([]byte("grpc_listen: \":9999\"\nnode_id: b7\n"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := flags.Apply(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.GRPCListen != "127.0.0.1:7000" || cfg.NodeID != "b7" {
+		t.Fatalf("flag must win over the file and leave other keys: %+v", cfg)
+	}
+	if cfg.Storage.Backend != "redis" || len(cfg.Storage.Redis.Shards) != 2 || cfg.Storage.Redis.Shards[0].DB != 2 || cfg.Storage.Redis.Shards[0].Username != "u" {
+		t.Fatalf("storage spec not applied: %+v", cfg.Storage)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,175 @@
+// Command monitor is the all-in-one binary. `monitor standalone` runs a
+// broker, the visualization server and a local agent in one process — the
+// first-run experience: one command, then open the printed URL.
+//
+//	monitor standalone [-data DIR] [-http ADDR] [-quic ADDR] [-grpc ADDR]
+//	                   [-storage SPEC] [-admin-password PW] [-interval DUR]
+//
+// The three components talk over real gRPC on loopback, exactly as separate
+// processes would. Shutdown (SIGINT/SIGTERM) runs in reverse start order:
+// the agent flushes what it holds and waits for acks, then the visualization
+// server stops, then the broker drains and closes storage.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/monitorhq/monitor/agent"
+	"github.com/monitorhq/monitor/broker"
+	"github.com/monitorhq/monitor/visualization"
+)
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] != "standalone" {
+		fmt.Fprintln(os.Stderr, "usage: monitor standalone [-data DIR] [-http ADDR] [-quic ADDR] [-grpc ADDR] [-storage SPEC] [-admin-password PW]")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := standalone(ctx, os.Args[2:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "monitor standalone:", err)
+		os.Exit(1)
+	}
+}
+
+type standaloneFlags struct {
+	data, http, quic, grpc, storage, password, interval, logLevel string
+}
+
+func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("standalone", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f standaloneFlags
+	fs.StringVar(&f.data, "data", "data", "data directory (embedded storage)")
+	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "HTTP address of the UI and API (loopback until JWT auth lands)")
+	fs.StringVar(&f.quic, "quic", ":8081", "QUIC/HTTP3 address (used once the QUIC channel lands)")
+	fs.StringVar(&f.grpc, "grpc", "127.0.0.1:9093", "the in-process broker's gRPC address")
+	fs.StringVar(&f.storage, "storage", "embedded", "embedded, or redis://[user:pass@]host:port[/db][,redis://...]")
+	fs.StringVar(&f.password, "admin-password", "", "admin password (default: $MONITOR_ADMIN_PASSWORD, else generated and printed)")
+	fs.StringVar(&f.interval, "interval", "5s", "the local agent's collection interval")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	bcfg := broker.DefaultConfig()
+	bcfg.NodeID = "standalone"
+	bcfg.GRPCListen = f.grpc
+	bcfg.HTTPListen = "" // the visualization server's /healthz covers standalone
+	bcfg.DataDir = f.data
+	if err := bcfg.SetStorageSpec(f.storage); err != nil {
+		return fmt.Errorf("-storage: %w", err)
+	}
+	b, err := broker.New(ctx, bcfg, logger.With("component", "broker"))
+	if err != nil {
+		return err
+	}
+
+	vcfg := visualization.DefaultConfig()
+	vcfg.HTTPListen = f.http
+	vcfg.QUICListen = f.quic
+	vcfg.Brokers = []string{b.GRPCAddr()}
+	if err := vcfg.Validate(); err != nil {
+		return err
+	}
+	v, err := visualization.New(vcfg, logger.With("component", "visualization"))
+	if err != nil {
+		return err
+	}
+
+	acfg := agent.DefaultConfig()
+	acfg.Brokers = []string{b.GRPCAddr()}
+	if err := acfg.SetInterval(f.interval); err != nil {
+		return fmt.Errorf("-interval: %w", err)
+	}
+	if err := acfg.Validate(); err != nil {
+		return err
+	}
+	a, err := agent.New(acfg, logger.With("component", "agent"))
+	if err != nil {
+		return err
+	}
+
+	password := f.password
+	if password == "" {
+		password = os.Getenv("MONITOR_ADMIN_PASSWORD")
+	}
+	generated := password == ""
+	if generated {
+		password = randomPassword()
+	}
+	fmt.Fprintf(stdout, "monitor standalone is running\n  UI and API:  http://%s/\n  broker gRPC: %s\n  storage:     %s\n  host:        %s\n", v.Addr(), b.GRPCAddr(), describeStorage(bcfg), acfg.HostID)
+	if generated {
+		fmt.Fprintf(stdout, "  admin password (generated, shown once): %s\n", password)
+	}
+	fmt.Fprintln(stdout, "  note: the API is open on loopback until JWT login lands; the admin password is for that login.")
+
+	// Each component gets its own context so they stop in order.
+	type comp struct {
+		name     string
+		cancel   context.CancelFunc
+		finished chan struct{}
+		err      error
+	}
+	anyDone := make(chan *comp, 3)
+	start := func(name string, run func(context.Context) error) *comp {
+		c := &comp{name: name, finished: make(chan struct{})}
+		cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		c.cancel = cancel
+		go func() {
+			c.err = run(cctx)
+			close(c.finished)
+			anyDone <- c
+		}()
+		return c
+	}
+	comps := []*comp{start("broker", b.Run), start("visualization", v.Run), start("agent", a.Run)}
+
+	var firstErr error
+	select {
+	case <-ctx.Done():
+	case c := <-anyDone:
+		firstErr = c.err
+		if firstErr == nil {
+			firstErr = fmt.Errorf("%s stopped unexpectedly", c.name)
+		}
+	}
+	logger.Info("shutting down: agent, then visualization, then broker")
+	for i := len(comps) - 1; i >= 0; i-- {
+		c := comps[i]
+		c.cancel()
+		<-c.finished
+		if c.err != nil && !errors.Is(c.err, context.Canceled) && firstErr == nil {
+			firstErr = fmt.Errorf("%s: %w", c.name, c.err)
+		}
+	}
+	return firstErr
+}
+
+func describeStorage(c broker.Config) string {
+	if c.Storage.Backend == "redis" {
+		return fmt.Sprintf("redis (%d shard(s))", len(c.Storage.Redis.Shards))
+	}
+	return "embedded in " + c.DataDir
+}
+
+func randomPassword() string {
+	b := make([]byte, 15)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux (Go ≥1.24 panics instead)
+	return base64.RawURLEncoding.EncodeToString(b)
+}

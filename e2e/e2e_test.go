@@ -1,0 +1,226 @@
+// Package e2e runs the built binaries and the components together against
+// real redis-server processes, real gRPC on loopback and real signals.
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "monitor-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	for name, pkg := range map[string]string{"broker": "./broker/cmd", "monitor": "./cmd/monitor", "agent": "./agent/cmd"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
+		cmd.Dir = ".."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proc is a started binary whose output is kept for the test log.
+type proc struct {
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	out    strings.Builder
+	exited chan struct{}
+	err    error
+}
+
+func startProc(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(filepath.Join(binDir, name), args...), exited: make(chan struct{})}
+	pr, pw := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = pw, pw
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.out.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+	}()
+	go func() {
+		p.err = p.cmd.Wait()
+		pw.Close()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.output())
+		}
+	})
+	return p
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(timeout):
+		t.Fatalf("process did not exit within %s of SIGTERM", timeout)
+	}
+	if p.err != nil {
+		t.Fatalf("process exited with %v after SIGTERM", p.err)
+	}
+}
+
+// eventually polls cond until it returns nil or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("condition not met within %s: %v", timeout, err)
+}
+
+func getJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return json.Unmarshal(body, v)
+}
+
+// TestStandaloneShowsThisHost is the README's `make run`: one command, then
+// this machine appears with live CPU and memory.
+func TestStandaloneShowsThisHost(t *testing.T) {
+	httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
+	p := startProc(t, "monitor", "standalone", "-data", t.TempDir(), "-http", httpAddr, "-grpc", grpcAddr, "-interval", "1s")
+	started := time.Now()
+	var url string
+	eventually(t, 15*time.Second, func() error {
+		m := regexp.MustCompile(`UI and API:\s+(http://\S+)`).FindStringSubmatch(p.output())
+		if m == nil {
+			return fmt.Errorf("no URL printed yet")
+		}
+		url = strings.TrimSuffix(m[1], "/")
+		return nil
+	})
+	if !strings.Contains(p.output(), "admin password (generated, shown once): ") {
+		t.Fatalf("no generated admin password printed:\n%s", p.output())
+	}
+	var hostID string
+	var latest struct {
+		HostID    string `json:"host_id"`
+		Timestamp int64  `json:"timestamp"`
+		Metrics   []struct {
+			Name  string  `json:"name"`
+			Value float64 `json:"value"`
+			Unit  string  `json:"unit"`
+		} `json:"metrics"`
+	}
+	eventually(t, 30*time.Second, func() error {
+		var hosts struct {
+			Hosts []struct {
+				ID     string `json:"id"`
+				Online bool   `json:"online"`
+			} `json:"hosts"`
+		}
+		if err := getJSON(url+"/api/v1/hosts", &hosts); err != nil {
+			return err
+		}
+		if len(hosts.Hosts) != 1 {
+			return fmt.Errorf("hosts = %+v", hosts.Hosts)
+		}
+		hostID = hosts.Hosts[0].ID
+		if err := getJSON(url+"/api/v1/hosts/"+hostID+"/latest", &latest); err != nil {
+			return err
+		}
+		found := map[string]bool{}
+		for _, m := range latest.Metrics {
+			if m.Name == "cpu.usage_percent" || m.Name == "mem.used_percent" {
+				if m.Value < 0 || m.Value > 100 || m.Unit != "%" {
+					return fmt.Errorf("%s = %v %q", m.Name, m.Value, m.Unit)
+				}
+				found[m.Name] = true
+			}
+		}
+		if len(found) != 2 {
+			return fmt.Errorf("latest has no cpu.usage_percent and mem.used_percent yet: %+v", latest)
+		}
+		return nil
+	})
+	t.Logf("host %s live with CPU and memory %.1fs after start", hostID, time.Since(started).Seconds())
+	if d := time.Since(time.Unix(latest.Timestamp, 0)); d > time.Minute || d < -time.Minute {
+		t.Fatalf("latest timestamp %d is %s from now", latest.Timestamp, d)
+	}
+	resp, err := http.Get(url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "/api/v1/hosts") {
+		t.Fatalf("GET / = %s, page does not load hosts:\n%.300s", resp.Status, page)
+	}
+	p.stop(t, 20*time.Second)
+	out := p.output()
+	if !strings.Contains(out, "broker stopped") {
+		t.Fatalf("broker did not stop cleanly:\n%s", out)
+	}
+	if strings.Index(out, "shutting down: agent") > strings.Index(out, "broker stopped") {
+		t.Fatalf("shutdown order wrong:\n%s", out)
+	}
+}

@@ -1,0 +1,802 @@
+// Package redisstore is the Redis storage backend: storage.Store over one or
+// more Redis shards with the seed's exact key layout (DESIGN.md §6), written
+// with go-redis v9 pipelines.
+//
+// # Key layout
+//
+// {prefix} is Config.KeyPrefix, "monitor:" by default. {hostId} is a host
+// id checked by storage.ValidateHostID (no ':' and no braces), {ts} a
+// snapshot's Unix timestamp in seconds, in decimal.
+//
+//	{prefix}metrics:{hostId}:{ts}   HASH, TTL Retention (7 days)
+//	    host_id          the host id
+//	    timestamp        {ts}
+//	    metric:{series}  JSON {"value":75.5,"unit":"%"}; series is the
+//	                     canonical key name{k=v,...}; the value is formatted
+//	                     as encoding/json formats a float64
+//	    tag:{name}       the tag's value
+//	{prefix}index:metrics:{hostId}  ZSET, TTL Retention
+//	    member = the full hash key above, score = {ts}
+//
+// Host state (not in the seed; the broker's host registry):
+//
+//	{prefix}host:{hostId}   HASH, TTL HostTTL, refreshed by every
+//	                        registration, heartbeat and data write
+//	    id, hostname, os, platform, kernel, arch, agent_version
+//	    cpu_count, memory_bytes, boot_time     decimal integers
+//	    labels           JSON object of the host's labels ({} when none)
+//	    first_seen       Unix seconds of the first registration (HSETNX)
+//	    last_registered  Unix seconds of the latest registration
+//	    last_heartbeat   Unix seconds of the latest heartbeat (absent: none)
+//	{prefix}hosts           ZSET, TTL max(HostTTL, Retention), refreshed on
+//	                        activity
+//	    member = host id, score = Unix seconds of its latest activity
+//	    (registration, heartbeat, or newest snapshot timestamp), written
+//	    with ZADD GT so it never moves back. Members older than Retention
+//	    are removed by Hosts.
+//
+// # Writes and reads
+//
+// WriteSnapshots sends one MULTI/EXEC pipeline per shard (shards written
+// concurrently). Per snapshot: DEL the hash (a rewrite of the same host and
+// timestamp replaces it exactly), HSET every field, EXPIRE, ZADD to the
+// index. Per host: EXPIRE the index, ZREMRANGEBYSCORE index members older
+// than Retention, ZADD GT the hosts set with the newest timestamp, EXPIRE
+// the host hash. Range is ZRANGEBYSCORE on the index, then HGETALL in
+// pipelines of ReadChunk keys; index members whose hash has expired are
+// skipped. Latest is ZREVRANGEBYSCORE ... LIMIT 0 1, then HGETALL. Nothing
+// on the data path uses KEYS or SCAN.
+//
+// Reads never return snapshots older than Retention (by timestamp), even
+// while their keys have not expired yet; samples come back sorted by series.
+//
+// # Shards
+//
+// With several shards a host's keys all live on the shard that the
+// consistent-hash ring (pkg/hash, VirtualNodes per shard) picks for the host
+// id; ring members are the shards' addresses ("host:port", with "/db"
+// appended when the database is not 0). Each shard has its own hosts ZSET;
+// Hosts merges them. Moving hosts when the shard list changes is the
+// broker's migrator's job, not this package's.
+//
+// Connections speak RESP2 so that HGETALL replies arrive as flat arrays,
+// which decode into a slice instead of a map.
+//
+// Concurrency: a Store is safe for concurrent use.
+package redisstore
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/monitorhq/monitor/pkg/hash"
+	"github.com/monitorhq/monitor/pkg/storage"
+)
+
+// ShardConfig is one Redis server (or primary) holding a share of the hosts.
+type ShardConfig struct {
+	Addr     string // host:port
+	Username string
+	Password string
+	DB       int
+	TLS      bool
+}
+
+// name is the shard's ring member and the name used in errors and logs.
+func (c ShardConfig) name() string {
+	if c.DB != 0 {
+		return c.Addr + "/" + strconv.Itoa(c.DB)
+	}
+	return c.Addr
+}
+
+// Config configures a Store. Zero fields take the defaults noted.
+type Config struct {
+	Shards    []ShardConfig
+	KeyPrefix string // default "monitor:"
+	// Retention is the TTL of metric hashes and indexes, and the age past
+	// which reads ignore data; default 7 days.
+	Retention time.Duration
+	// HostTTL is the TTL of host state keys (the broker's DefaultTTL);
+	// default Retention.
+	HostTTL time.Duration
+	// VirtualNodes per shard on the hash ring; default 50.
+	VirtualNodes int
+	// ReadChunk is how many HGETALLs one read pipeline carries; default 256.
+	ReadChunk int
+}
+
+// Defaults.
+const (
+	DefaultKeyPrefix = "monitor:"
+	DefaultReadChunk = 256
+)
+
+func (c Config) withDefaults() Config {
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = DefaultKeyPrefix
+	}
+	if c.Retention == 0 {
+		c.Retention = storage.DefaultRetention
+	}
+	if c.HostTTL == 0 {
+		c.HostTTL = c.Retention
+	}
+	if c.VirtualNodes == 0 {
+		c.VirtualNodes = hash.DefaultVirtualNodes
+	}
+	if c.ReadChunk == 0 {
+		c.ReadChunk = DefaultReadChunk
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if len(c.Shards) == 0 {
+		return errors.New("no shards configured")
+	}
+	for i, s := range c.Shards {
+		if s.Addr == "" {
+			return fmt.Errorf("shard %d has no address", i+1)
+		}
+		if _, _, err := net.SplitHostPort(s.Addr); err != nil {
+			return fmt.Errorf("shard %d address %q is not host:port", i+1, s.Addr)
+		}
+		if s.DB < 0 {
+			return fmt.Errorf("shard %s: database %d is negative", s.Addr, s.DB)
+		}
+	}
+	if c.Retention < time.Second {
+		return fmt.Errorf("retention %v is shorter than 1s", c.Retention)
+	}
+	if c.HostTTL < time.Second {
+		return fmt.Errorf("host TTL %v is shorter than 1s", c.HostTTL)
+	}
+	if c.VirtualNodes < 1 {
+		return fmt.Errorf("virtual nodes %d is not positive", c.VirtualNodes)
+	}
+	if c.ReadChunk < 1 {
+		return fmt.Errorf("read chunk %d is not positive", c.ReadChunk)
+	}
+	return nil
+}
+
+// Store is the Redis backend. Create it with New.
+type Store struct {
+	cfg      Config
+	shards   []*shard
+	ring     *hash.Ring
+	logger   *slog.Logger
+	hostsTTL time.Duration
+	now      func() time.Time
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type shard struct {
+	name   string
+	client *redis.Client
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// New connects to every shard and pings it; an unreachable shard is an
+// error that names it.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("redis storage: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	names := make([]string, len(cfg.Shards))
+	for i, sc := range cfg.Shards {
+		names[i] = sc.name()
+	}
+	ring, err := hash.New(names, cfg.VirtualNodes)
+	if err != nil {
+		return nil, fmt.Errorf("redis storage: %w", err)
+	}
+	s := &Store{
+		cfg:      cfg,
+		ring:     ring,
+		logger:   logger,
+		hostsTTL: max(cfg.HostTTL, cfg.Retention),
+		now:      time.Now,
+	}
+	for i, sc := range cfg.Shards {
+		opts := &redis.Options{
+			Addr:     sc.Addr,
+			Username: sc.Username,
+			Password: sc.Password,
+			DB:       sc.DB,
+			// RESP2: HGETALL replies are flat arrays (see the package doc).
+			Protocol:                 2,
+			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+		}
+		if sc.TLS {
+			host, _, _ := net.SplitHostPort(sc.Addr)
+			opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+		}
+		s.shards = append(s.shards, &shard{name: names[i], client: redis.NewClient(opts)})
+	}
+	for _, sh := range s.shards {
+		if err := sh.client.Ping(ctx).Err(); err != nil {
+			_ = s.Close()
+			return nil, fmt.Errorf("redis storage: ping shard %s: %w", sh.name, err)
+		}
+	}
+	logger.Info("redis storage connected", "shards", names, "key_prefix", cfg.KeyPrefix, "retention", cfg.Retention)
+	return s, nil
+}
+
+// Close closes every shard's connections. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		for _, sh := range s.shards {
+			if err := sh.client.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close redis shard %s: %w", sh.name, err))
+			}
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// Ping pings every shard.
+func (s *Store) Ping(ctx context.Context) error {
+	for _, sh := range s.shards {
+		if err := sh.client.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("ping redis shard %s: %w", sh.name, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) shardIndex(hostID string) int {
+	if len(s.shards) == 1 {
+		return 0
+	}
+	return s.ring.LookupIndex(hostID)
+}
+
+// cutoff is the oldest timestamp reads still return.
+func (s *Store) cutoff() int64 {
+	return s.now().Add(-s.cfg.Retention).Unix()
+}
+
+func (s *Store) metricsKey(b []byte, hostID string, ts int64) []byte {
+	b = append(b, s.cfg.KeyPrefix...)
+	b = append(b, "metrics:"...)
+	b = append(b, hostID...)
+	b = append(b, ':')
+	return strconv.AppendInt(b, ts, 10)
+}
+
+func (s *Store) indexKey(hostID string) string {
+	return s.cfg.KeyPrefix + "index:metrics:" + hostID
+}
+
+func (s *Store) hostKey(hostID string) string { return s.cfg.KeyPrefix + "host:" + hostID }
+
+func (s *Store) hostsKey() string { return s.cfg.KeyPrefix + "hosts" }
+
+// WriteSnapshots validates every snapshot first (nothing is written if one
+// is refused), then writes each shard's share in one MULTI/EXEC pipeline.
+func (s *Store) WriteSnapshots(ctx context.Context, snaps []storage.Snapshot) error {
+	if len(snaps) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("write snapshots: %w", err)
+	}
+	for i := range snaps {
+		if err := storage.ValidateSnapshot(&snaps[i]); err != nil {
+			return fmt.Errorf("write snapshots: snapshot %d: %w", i, err)
+		}
+	}
+	if len(s.shards) == 1 {
+		return s.writeShard(ctx, s.shards[0], snaps, nil)
+	}
+	groups := make([][]int, len(s.shards))
+	for i := range snaps {
+		k := s.shardIndex(snaps[i].HostID)
+		groups[k] = append(groups[k], i)
+	}
+	var g errgroup.Group
+	for k, idx := range groups {
+		if len(idx) == 0 {
+			continue
+		}
+		g.Go(func() error { return s.writeShard(ctx, s.shards[k], snaps, idx) })
+	}
+	return g.Wait()
+}
+
+// writeShard writes snaps[i] for i in idx (all of snaps when idx is nil).
+func (s *Store) writeShard(ctx context.Context, sh *shard, snaps []storage.Snapshot, idx []int) error {
+	n := len(idx)
+	if idx == nil {
+		n = len(snaps)
+	}
+	at := func(i int) *storage.Snapshot {
+		if idx == nil {
+			return &snaps[i]
+		}
+		return &snaps[idx[i]]
+	}
+	// One arena for every key, field and value of the call: the pipeline
+	// holds []byte arguments until Exec, and slices of an arena that later
+	// grows keep pointing at the old, unchanged backing array.
+	size := 0
+	for i := 0; i < n; i++ {
+		sn := at(i)
+		size += len(s.cfg.KeyPrefix) + len(sn.HostID) + 40
+		for j := range sn.Samples {
+			size += len(sn.Samples[j].Series) + len(sn.Samples[j].Unit) + 48
+		}
+	}
+	arena := make([]byte, 0, size)
+	take := func(start int) []byte { return arena[start:len(arena):len(arena)] }
+
+	type hostWrite struct{ newest int64 }
+	hosts := make(map[string]*hostWrite, 1)
+	retention := s.cfg.Retention
+	pipe := sh.client.TxPipeline()
+	for i := 0; i < n; i++ {
+		sn := at(i)
+		start := len(arena)
+		arena = s.metricsKey(arena, sn.HostID, sn.Timestamp)
+		key := take(start)
+		start = len(arena)
+		arena = strconv.AppendInt(arena, sn.Timestamp, 10)
+		ts := take(start)
+
+		args := make([]interface{}, 0, 6+2*len(sn.Tags)+2*len(sn.Samples))
+		args = append(args, "hset", key, "host_id", sn.HostID, "timestamp", ts)
+		for k, v := range sn.Tags {
+			args = append(args, "tag:"+k, v)
+		}
+		for j := range sn.Samples {
+			smp := &sn.Samples[j]
+			start = len(arena)
+			arena = append(arena, "metric:"...)
+			arena = append(arena, smp.Series...)
+			field := take(start)
+			start = len(arena)
+			arena = appendValue(arena, smp.Value, smp.Unit)
+			args = append(args, field, take(start))
+		}
+		pipe.Del(ctx, string(key))
+		_ = pipe.Process(ctx, redis.NewIntCmd(ctx, args...))
+		pipe.Expire(ctx, string(key), retention)
+		_ = pipe.Process(ctx, redis.NewIntCmd(ctx, "zadd", s.indexKey(sn.HostID), ts, key))
+		if h, ok := hosts[sn.HostID]; ok {
+			h.newest = max(h.newest, sn.Timestamp)
+		} else {
+			hosts[sn.HostID] = &hostWrite{newest: sn.Timestamp}
+		}
+	}
+	cut := "(" + strconv.FormatInt(s.cutoff(), 10)
+	for id, h := range hosts {
+		idxKey := s.indexKey(id)
+		pipe.Expire(ctx, idxKey, retention)
+		pipe.ZRemRangeByScore(ctx, idxKey, "-inf", cut)
+		pipe.ZAddArgs(ctx, s.hostsKey(), redis.ZAddArgs{GT: true, Members: []redis.Z{{Score: float64(h.newest), Member: id}}})
+		pipe.Expire(ctx, s.hostKey(id), s.cfg.HostTTL)
+	}
+	pipe.Expire(ctx, s.hostsKey(), s.hostsTTL)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("write %d snapshots to redis shard %s: %w", n, sh.name, err)
+	}
+	return nil
+}
+
+// Range returns the host's snapshots with From <= timestamp <= To, never
+// older than the retention.
+func (s *Store) Range(ctx context.Context, q storage.RangeQuery) ([]storage.Snapshot, error) {
+	if err := storage.ValidateHostID(q.HostID); err != nil {
+		return nil, fmt.Errorf("range: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("range %s: %w", q.HostID, err)
+	}
+	from := max(q.From, s.cutoff())
+	if q.To < from {
+		return nil, nil
+	}
+	sh := s.shards[s.shardIndex(q.HostID)]
+	keys, err := sh.client.ZRangeByScore(ctx, s.indexKey(q.HostID), &redis.ZRangeBy{
+		Min: strconv.FormatInt(from, 10), Max: strconv.FormatInt(q.To, 10),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("range %s on redis shard %s: read index: %w", q.HostID, sh.name, err)
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	out := make([]storage.Snapshot, 0, len(keys))
+	arena := sampleArena{block: 2048}
+	cmds := make([]*redis.KeyValueSliceCmd, 0, min(len(keys), s.cfg.ReadChunk))
+	expired := 0
+	for start := 0; start < len(keys); start += s.cfg.ReadChunk {
+		chunk := keys[start:min(start+s.cfg.ReadChunk, len(keys))]
+		pipe := sh.client.Pipeline()
+		cmds = cmds[:0]
+		for _, k := range chunk {
+			cmd := redis.NewKeyValueSliceCmd(ctx, "hgetall", k)
+			_ = pipe.Process(ctx, cmd)
+			cmds = append(cmds, cmd)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("range %s on redis shard %s: read %d snapshots: %w", q.HostID, sh.name, len(chunk), err)
+		}
+		for i, cmd := range cmds {
+			kvs := cmd.Val()
+			if len(kvs) == 0 {
+				expired++ // the hash expired before its index entry
+				continue
+			}
+			snap, err := decodeSnapshot(chunk[i], q.HostID, kvs, q.Match, &arena)
+			if err != nil {
+				return nil, fmt.Errorf("range %s on redis shard %s: %w", q.HostID, sh.name, err)
+			}
+			if q.Match != nil && len(snap.Samples) == 0 {
+				continue
+			}
+			out = append(out, snap)
+		}
+	}
+	if expired > 0 {
+		s.logger.Debug("range skipped expired snapshots", "host", q.HostID, "expired", expired)
+	}
+	return out, nil
+}
+
+// Latest returns the host's newest snapshot within the retention.
+func (s *Store) Latest(ctx context.Context, hostID string) (storage.Snapshot, bool, error) {
+	if err := storage.ValidateHostID(hostID); err != nil {
+		return storage.Snapshot{}, false, fmt.Errorf("latest: %w", err)
+	}
+	sh := s.shards[s.shardIndex(hostID)]
+	keys, err := sh.client.ZRevRangeByScore(ctx, s.indexKey(hostID), &redis.ZRangeBy{
+		Min: strconv.FormatInt(s.cutoff(), 10), Max: "+inf", Count: 1,
+	}).Result()
+	if err != nil {
+		return storage.Snapshot{}, false, fmt.Errorf("latest %s on redis shard %s: read index: %w", hostID, sh.name, err)
+	}
+	if len(keys) == 0 {
+		return storage.Snapshot{}, false, nil
+	}
+	cmd := redis.NewKeyValueSliceCmd(ctx, "hgetall", keys[0])
+	if err := sh.client.Process(ctx, cmd); err != nil {
+		return storage.Snapshot{}, false, fmt.Errorf("latest %s on redis shard %s: read %s: %w", hostID, sh.name, keys[0], err)
+	}
+	if len(cmd.Val()) == 0 {
+		return storage.Snapshot{}, false, nil
+	}
+	arena := sampleArena{}
+	snap, err := decodeSnapshot(keys[0], hostID, cmd.Val(), nil, &arena)
+	if err != nil {
+		return storage.Snapshot{}, false, fmt.Errorf("latest %s on redis shard %s: %w", hostID, sh.name, err)
+	}
+	return snap, true, nil
+}
+
+// sampleArena hands out sample slices carved from shared blocks, so a
+// range of 720 snapshots costs a few allocations for its samples instead of
+// 720.
+type sampleArena struct {
+	buf   []storage.Sample
+	block int
+}
+
+// reserve makes room for n more samples.
+func (a *sampleArena) reserve(n int) {
+	if cap(a.buf)-len(a.buf) < n {
+		a.buf = make([]storage.Sample, 0, max(n, a.block))
+	}
+}
+
+func bySeries(a, b storage.Sample) int { return strings.Compare(a.Series, b.Series) }
+
+// decodeSnapshot turns one HGETALL reply into a snapshot, keeping only the
+// samples m selects.
+func decodeSnapshot(key, hostID string, kvs []redis.KeyValue, m *storage.Matcher, arena *sampleArena) (storage.Snapshot, error) {
+	snap := storage.Snapshot{HostID: hostID}
+	arena.reserve(len(kvs))
+	start := len(arena.buf)
+	haveTS := false
+	for _, kv := range kvs {
+		f := kv.Key
+		switch {
+		case strings.HasPrefix(f, "metric:"):
+			series := f[len("metric:"):]
+			if m != nil && !m.Match(series) {
+				continue
+			}
+			v, unit, err := decodeValue(kv.Value)
+			if err != nil {
+				return storage.Snapshot{}, fmt.Errorf("decode %s field %q: %w", key, f, err)
+			}
+			arena.buf = append(arena.buf, storage.Sample{Series: series, Value: v, Unit: unit})
+		case strings.HasPrefix(f, "tag:"):
+			if snap.Tags == nil {
+				snap.Tags = make(map[string]string, 4)
+			}
+			snap.Tags[f[len("tag:"):]] = kv.Value
+		case f == "timestamp":
+			ts, err := strconv.ParseInt(kv.Value, 10, 64)
+			if err != nil {
+				return storage.Snapshot{}, fmt.Errorf("decode %s: timestamp %q is not an integer", key, kv.Value)
+			}
+			snap.Timestamp, haveTS = ts, true
+		}
+	}
+	if !haveTS {
+		// Not written by us; the key ends in the timestamp.
+		ts, err := strconv.ParseInt(key[strings.LastIndexByte(key, ':')+1:], 10, 64)
+		if err != nil {
+			return storage.Snapshot{}, fmt.Errorf("decode %s: no timestamp field and none in the key", key)
+		}
+		snap.Timestamp = ts
+	}
+	snap.Samples = arena.buf[start:len(arena.buf):len(arena.buf)]
+	if !slices.IsSortedFunc(snap.Samples, bySeries) {
+		slices.SortFunc(snap.Samples, bySeries)
+	}
+	return snap, nil
+}
+
+// Host hash fields.
+const (
+	fID             = "id"
+	fHostname       = "hostname"
+	fOS             = "os"
+	fPlatform       = "platform"
+	fKernel         = "kernel"
+	fArch           = "arch"
+	fCPUCount       = "cpu_count"
+	fMemoryBytes    = "memory_bytes"
+	fLabels         = "labels"
+	fAgentVersion   = "agent_version"
+	fBootTime       = "boot_time"
+	fFirstSeen      = "first_seen"
+	fLastRegistered = "last_registered"
+	fLastHeartbeat  = "last_heartbeat"
+)
+
+// RegisterHost stores h's info, keeping first_seen, and returns the stored
+// record with LastData.
+func (s *Store) RegisterHost(ctx context.Context, h storage.Host, at time.Time) (storage.Host, error) {
+	if err := storage.ValidateHostID(h.ID); err != nil {
+		return storage.Host{}, fmt.Errorf("register host: %w", err)
+	}
+	labels := []byte("{}")
+	if len(h.Labels) > 0 {
+		var err error
+		if labels, err = json.Marshal(h.Labels); err != nil {
+			return storage.Host{}, fmt.Errorf("register host %s: encode labels: %w", h.ID, err)
+		}
+	}
+	ts := at.Unix()
+	sh := s.shards[s.shardIndex(h.ID)]
+	key := s.hostKey(h.ID)
+	pipe := sh.client.TxPipeline()
+	pipe.HSetNX(ctx, key, fFirstSeen, ts)
+	pipe.HSet(ctx, key,
+		fID, h.ID, fHostname, h.Hostname, fOS, h.OS, fPlatform, h.Platform, fKernel, h.Kernel,
+		fArch, h.Arch, fCPUCount, h.CPUCount, fMemoryBytes, h.MemoryBytes, fLabels, labels,
+		fAgentVersion, h.AgentVersion, fBootTime, h.BootTime, fLastRegistered, ts)
+	pipe.Expire(ctx, key, s.cfg.HostTTL)
+	pipe.ZAddArgs(ctx, s.hostsKey(), redis.ZAddArgs{GT: true, Members: []redis.Z{{Score: float64(ts), Member: h.ID}}})
+	pipe.Expire(ctx, s.hostsKey(), s.hostsTTL)
+	stored := pipe.HGetAll(ctx, key)
+	last := s.lastData(ctx, pipe, h.ID)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return storage.Host{}, fmt.Errorf("register host %s on redis shard %s: %w", h.ID, sh.name, err)
+	}
+	out, err := decodeHost(h.ID, stored.Val())
+	if err != nil {
+		return storage.Host{}, fmt.Errorf("register host %s on redis shard %s: %w", h.ID, sh.name, err)
+	}
+	out.LastData = lastDataOf(last)
+	return out, nil
+}
+
+func (s *Store) lastData(ctx context.Context, pipe redis.Pipeliner, hostID string) *redis.ZSliceCmd {
+	return pipe.ZRevRangeByScoreWithScores(ctx, s.indexKey(hostID), &redis.ZRangeBy{
+		Min: strconv.FormatInt(s.cutoff(), 10), Max: "+inf", Count: 1,
+	})
+}
+
+func lastDataOf(cmd *redis.ZSliceCmd) int64 {
+	if z := cmd.Val(); len(z) > 0 {
+		return int64(z[0].Score)
+	}
+	return 0
+}
+
+// heartbeatScript records a heartbeat only for a registered host, so an
+// unknown host never gets a half-made record.
+var heartbeatScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'last_heartbeat', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+`)
+
+// Heartbeat records a heartbeat of a registered host; known is false when
+// the host has no registration (never, or expired after HostTTL).
+func (s *Store) Heartbeat(ctx context.Context, hostID string, at time.Time) (bool, error) {
+	if err := storage.ValidateHostID(hostID); err != nil {
+		return false, fmt.Errorf("heartbeat: %w", err)
+	}
+	sh := s.shards[s.shardIndex(hostID)]
+	n, err := heartbeatScript.Run(ctx, sh.client, []string{s.hostKey(hostID), s.hostsKey()},
+		at.Unix(), ttlSeconds(s.cfg.HostTTL), hostID, ttlSeconds(s.hostsTTL)).Int()
+	if err != nil {
+		return false, fmt.Errorf("heartbeat %s on redis shard %s: %w", hostID, sh.name, err)
+	}
+	return n == 1, nil
+}
+
+func ttlSeconds(d time.Duration) int64 { return max(1, int64(math.Ceil(d.Seconds()))) }
+
+// Hosts lists the hosts active within the retention on every shard,
+// dropping stale members of the hosts sets on the way.
+func (s *Store) Hosts(ctx context.Context) ([]storage.Host, error) {
+	per := make([][]storage.Host, len(s.shards))
+	var g errgroup.Group
+	for i, sh := range s.shards {
+		g.Go(func() error {
+			hs, err := s.shardHosts(ctx, sh)
+			if err != nil {
+				return fmt.Errorf("list hosts on redis shard %s: %w", sh.name, err)
+			}
+			per[i] = hs
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var out []storage.Host
+	if len(per) == 1 {
+		out = per[0]
+	} else {
+		// A host on two shards (mid-migration) is listed once, with its
+		// registration and its newest data.
+		byID := map[string]int{}
+		for _, hs := range per {
+			for _, h := range hs {
+				j, ok := byID[h.ID]
+				if !ok {
+					byID[h.ID] = len(out)
+					out = append(out, h)
+					continue
+				}
+				prev := out[j]
+				if h.LastRegistered > prev.LastRegistered {
+					h.LastData = max(h.LastData, prev.LastData)
+					out[j] = h
+				} else {
+					out[j].LastData = max(h.LastData, prev.LastData)
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b storage.Host) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+func (s *Store) shardHosts(ctx context.Context, sh *shard) ([]storage.Host, error) {
+	cut := strconv.FormatInt(s.cutoff(), 10)
+	pipe := sh.client.Pipeline()
+	pipe.ZRemRangeByScore(ctx, s.hostsKey(), "-inf", "("+cut)
+	idsCmd := pipe.ZRangeByScore(ctx, s.hostsKey(), &redis.ZRangeBy{Min: cut, Max: "+inf"})
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read hosts set: %w", err)
+	}
+	ids := idsCmd.Val()
+	out := make([]storage.Host, 0, len(ids))
+	infos := make([]*redis.MapStringStringCmd, 0, min(len(ids), s.cfg.ReadChunk))
+	lasts := make([]*redis.ZSliceCmd, 0, cap(infos))
+	for start := 0; start < len(ids); start += s.cfg.ReadChunk {
+		chunk := ids[start:min(start+s.cfg.ReadChunk, len(ids))]
+		pipe := sh.client.Pipeline()
+		infos, lasts = infos[:0], lasts[:0]
+		for _, id := range chunk {
+			infos = append(infos, pipe.HGetAll(ctx, s.hostKey(id)))
+			lasts = append(lasts, s.lastData(ctx, pipe, id))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("read %d host records: %w", len(chunk), err)
+		}
+		for i, id := range chunk {
+			if storage.ValidateHostID(id) != nil {
+				continue // not written by us
+			}
+			var h storage.Host
+			if fields := infos[i].Val(); len(fields) > 0 {
+				var err error
+				if h, err = decodeHost(id, fields); err != nil {
+					return nil, err
+				}
+			}
+			h.ID = id
+			h.LastData = lastDataOf(lasts[i])
+			if h.FirstSeen == 0 && h.LastRegistered == 0 && h.LastData == 0 {
+				continue // neither registration nor data is left
+			}
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
+func decodeHost(id string, f map[string]string) (storage.Host, error) {
+	h := storage.Host{
+		ID:           id,
+		Hostname:     f[fHostname],
+		OS:           f[fOS],
+		Platform:     f[fPlatform],
+		Kernel:       f[fKernel],
+		Arch:         f[fArch],
+		AgentVersion: f[fAgentVersion],
+	}
+	var errs []error
+	num := func(field string) int64 {
+		v, ok := f[field]
+		if !ok || v == "" {
+			return 0
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("field %s = %q is not an integer", field, v))
+		}
+		return n
+	}
+	h.CPUCount = uint32(num(fCPUCount))
+	if v := f[fMemoryBytes]; v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("field %s = %q is not an integer", fMemoryBytes, v))
+		}
+		h.MemoryBytes = n
+	}
+	h.BootTime = num(fBootTime)
+	h.FirstSeen = num(fFirstSeen)
+	h.LastRegistered = num(fLastRegistered)
+	h.LastHeartbeat = num(fLastHeartbeat)
+	if l := f[fLabels]; l != "" && l != "{}" {
+		if err := json.Unmarshal([]byte(l), &h.Labels); err != nil {
+			errs = append(errs, fmt.Errorf("field labels is not a JSON object: %w", err))
+		}
+	}
+	if len(errs) > 0 {
+		return storage.Host{}, fmt.Errorf("decode host record %s: %w", id, errors.Join(errs...))
+	}
+	return h, nil
+}

@@ -1,0 +1,70 @@
+// Command visualization runs the visualization server: the HTTP JSON API and
+// status page over the brokers.
+//
+//	visualization -config configs/visualization.yaml [-broker ADDR[,ADDR...]] [-http ADDR] [-quic ADDR] [-check-config] [-log-level LEVEL]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/monitorhq/monitor/pkg/config"
+	"github.com/monitorhq/monitor/visualization"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	fs := flag.NewFlagSet("visualization", flag.ContinueOnError)
+	configPath := fs.String("config", "", "YAML config file (default: built-in defaults)")
+	checkConfig := fs.Bool("check-config", false, "validate the configuration, print \"config ok\" and exit")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	cfg := visualization.DefaultConfig()
+	flags := config.NewFlags(fs)
+	cfg.BindFlags(flags)
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	if err := config.Load(*configPath, &cfg); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := flags.Apply(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if *checkConfig {
+		fmt.Println("config ok")
+		return 0
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "flag -log-level: %v\n", err)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := visualization.New(cfg, logger)
+	if err != nil {
+		logger.Error("start visualization server", "err", err)
+		return 1
+	}
+	if err := srv.Run(ctx); err != nil {
+		logger.Error("visualization server stopped", "err", err)
+		return 1
+	}
+	return 0
+}

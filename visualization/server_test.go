@@ -1,0 +1,148 @@
+package visualization_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/monitorhq/monitor/pkg/config"
+	monitorpb "github.com/monitorhq/monitor/proto"
+	"github.com/monitorhq/monitor/visualization"
+	"github.com/monitorhq/monitor/visualization/internal/brokertest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func testConfig(brokers ...*brokertest.Broker) visualization.Config {
+	cfg := visualization.DefaultConfig()
+	cfg.HTTPListen = "127.0.0.1:0"
+	cfg.Brokers = nil
+	for _, b := range brokers {
+		cfg.Brokers = append(cfg.Brokers, b.Addr)
+	}
+	return cfg
+}
+
+// start runs a server until the test ends and returns its base URL and a
+// channel with Run's result.
+func start(t *testing.T, cfg visualization.Config) (string, context.CancelFunc, <-chan error) {
+	t.Helper()
+	srv, err := visualization.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return "http://" + srv.Addr(), cancel, done
+}
+
+func get(t *testing.T, u string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", u, err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatalf("GET %s: body %s is not JSON: %v", u, body, err)
+	}
+	return resp.StatusCode, v
+}
+
+func TestRunServesAndShutsDown(t *testing.T) {
+	b := brokertest.Start(t)
+	b.SetHosts(&monitorpb.HostStatus{Info: &monitorpb.HostInfo{HostId: "web-1"}})
+	u, cancel, done := start(t, testConfig(b))
+
+	if code, v := get(t, u+"/healthz"); code != http.StatusOK || v["status"] != "ok" || v["brokers"] != 1.0 {
+		t.Fatalf("healthz = %d %v, want 200 ok with 1 broker", code, v)
+	}
+	if code, v := get(t, u+"/api/v1/hosts"); code != http.StatusOK || len(v["hosts"].([]any)) != 1 {
+		t.Fatalf("hosts = %d %v, want web-1", code, v)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v after cancel, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if conn, err := net.Dial("tcp", u[len("http://"):]); err == nil {
+		conn.Close()
+		t.Fatal("the HTTP listener still accepts after Run returned")
+	}
+}
+
+// TestShutdownDrainsInFlightRequests cancels Run while a request waits on a
+// hung broker: the request still gets its answer (a timeout), then Run ends.
+func TestShutdownDrainsInFlightRequests(t *testing.T) {
+	b := brokertest.Start(t)
+	b.Hang()
+	cfg := testConfig(b)
+	cfg.BrokerTimeout = config.Duration(500 * time.Millisecond)
+	u, cancel, done := start(t, cfg)
+
+	type result struct {
+		code int
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(u + "/api/v1/hosts")
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		res <- result{code: resp.StatusCode}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Calls() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the request never reached the broker")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	r := <-res
+	if r.err != nil || r.code != http.StatusGatewayTimeout {
+		t.Fatalf("in-flight request during shutdown = %d, %v; want 504 from the broker timeout", r.code, r.err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+}
+
+func TestNewFailsWhenTheAddressIsTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := visualization.DefaultConfig()
+	cfg.HTTPListen = ln.Addr().String()
+	if _, err := visualization.New(cfg, slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("New on a taken address: want an error")
+	}
+}
