@@ -80,6 +80,13 @@ func (s *Subscription) Close() {
 	}
 }
 
+// Len returns the number of subscribers.
+func (h *Hub) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}
+
 // Publish offers stored snapshots to every subscriber without blocking.
 func (h *Hub) Publish(snaps []storage.Snapshot) {
 	if len(snaps) == 0 {
