@@ -50,6 +50,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/monitorhq/monitor/pkg/storage"
 )
@@ -134,7 +135,7 @@ func Open(dir string, opts Options, logger *slog.Logger) (*Store, error) {
 	path := filepath.Join(dir, FileName)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open embedded store %s: the file is locked (is another broker using it?)", path)
 		}
 		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
