@@ -47,7 +47,8 @@ type Server struct {
 }
 
 // New validates cfg, prepares the broker connections (connected on first
-// use) and binds the HTTP listener.
+// use) and binds the HTTP listener. Run releases both; a Server that is
+// never run keeps its listener open.
 func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("visualization: %w", err)

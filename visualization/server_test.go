@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,22 +31,41 @@ func testConfig(brokers ...*brokertest.Broker) visualization.Config {
 	return cfg
 }
 
-// start runs a server until the test ends and returns its base URL and a
-// channel with Run's result.
-func start(t *testing.T, cfg visualization.Config) (string, context.CancelFunc, <-chan error) {
+// running is a server started by start; stop ends it once.
+type running struct {
+	url    string
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	err    error
+}
+
+// stop cancels Run and returns its result, waiting at most 15 s.
+func (r *running) stop(t *testing.T) error {
+	t.Helper()
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case r.err = <-r.done:
+		case <-time.After(15 * time.Second):
+			t.Fatal("Run did not return after cancel")
+		}
+	})
+	return r.err
+}
+
+// start runs a server until the test ends.
+func start(t *testing.T, cfg visualization.Config) *running {
 	t.Helper()
 	srv, err := visualization.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return "http://" + srv.Addr(), cancel, done
+	r := &running{url: "http://" + srv.Addr(), cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- srv.Run(ctx) }()
+	t.Cleanup(func() { _ = r.stop(t) })
+	return r
 }
 
 func get(t *testing.T, u string) (int, map[string]any) {
@@ -69,7 +89,8 @@ func get(t *testing.T, u string) (int, map[string]any) {
 func TestRunServesAndShutsDown(t *testing.T) {
 	b := brokertest.Start(t)
 	b.SetHosts(&monitorpb.HostStatus{Info: &monitorpb.HostInfo{HostId: "web-1"}})
-	u, cancel, done := start(t, testConfig(b))
+	r := start(t, testConfig(b))
+	u := r.url
 
 	if code, v := get(t, u+"/healthz"); code != http.StatusOK || v["status"] != "ok" || v["brokers"] != 1.0 {
 		t.Fatalf("healthz = %d %v, want 200 ok with 1 broker", code, v)
@@ -78,14 +99,8 @@ func TestRunServesAndShutsDown(t *testing.T) {
 		t.Fatalf("hosts = %d %v, want web-1", code, v)
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run returned %v after cancel, want nil", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Run did not return after cancel")
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run returned %v after cancel, want nil", err)
 	}
 	if conn, err := net.Dial("tcp", u[len("http://"):]); err == nil {
 		conn.Close()
@@ -100,7 +115,8 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 	b.Hang()
 	cfg := testConfig(b)
 	cfg.BrokerTimeout = config.Duration(500 * time.Millisecond)
-	u, cancel, done := start(t, cfg)
+	run := start(t, cfg)
+	u := run.url
 
 	type result struct {
 		code int
@@ -124,13 +140,14 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	cancel()
+	if err := run.stop(t); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	// Had the shutdown not drained it, the request would have failed with a
+	// closed connection instead of getting the broker timeout.
 	r := <-res
 	if r.err != nil || r.code != http.StatusGatewayTimeout {
 		t.Fatalf("in-flight request during shutdown = %d, %v; want 504 from the broker timeout", r.code, r.err)
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("Run = %v, want nil", err)
 	}
 }
 

@@ -3,7 +3,7 @@
 // mount, a slow /proc) costs only its own metrics for that round.
 //
 // Every metric the agent sends, with its unit and drop priority (the same
-// list is in METRICS.md; keep both in step):
+// list is in docs/metrics.md; keep both in step):
 //
 //	name                          labels     unit       priority  collector
 //	cpu.usage_percent                        %          HIGH      cpu      100 − idle − iowait

@@ -24,13 +24,13 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// docEntry is one row of METRICS.md.
+// docEntry is one row of docs/metrics.md.
 type docEntry struct{ unit, priority string }
 
-// readCatalogue parses METRICS.md's table: | `name` | labels | unit | priority | ...
+// readCatalogue parses docs/metrics.md's table: | `name` | labels | unit | priority | ...
 func readCatalogue(t *testing.T) map[string]docEntry {
 	t.Helper()
-	f, err := os.Open("METRICS.md")
+	f, err := os.Open("../../../docs/metrics.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func readCatalogue(t *testing.T) map[string]docEntry {
 		out[name] = docEntry{unit: unit, priority: strings.TrimSpace(cells[4])}
 	}
 	if len(out) < 30 {
-		t.Fatalf("METRICS.md: parsed only %d metrics", len(out))
+		t.Fatalf("docs/metrics.md: parsed only %d metrics", len(out))
 	}
 	return out
 }
@@ -111,9 +111,9 @@ func TestCatalogueOnThisHost(t *testing.T) {
 		}
 		d, ok := doc[m.Name]
 		if !ok {
-			t.Errorf("%s is not in METRICS.md", m.Name)
+			t.Errorf("%s is not in docs/metrics.md", m.Name)
 		} else if d.unit != m.Unit || "PRIORITY_"+d.priority != m.Priority.String() {
-			t.Errorf("%s: unit %q priority %s, METRICS.md says %q %s", m.Name, m.Unit, m.Priority, d.unit, d.priority)
+			t.Errorf("%s: unit %q priority %s, docs/metrics.md says %q %s", m.Name, m.Unit, m.Priority, d.unit, d.priority)
 		}
 		if m.Name == "net.rx_bytes_per_sec" && m.Labels["interface"] == "lo" {
 			t.Errorf("loopback reported: %s", key)

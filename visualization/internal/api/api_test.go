@@ -319,6 +319,16 @@ func TestMetrics(t *testing.T) {
 		}
 	})
 
+	t.Run("a step longer than the range", func(t *testing.T) {
+		v := getJSON(t, base+"?step=9223372036854775807", http.StatusOK)
+		if v["step"] != float64(9223372036854775807) {
+			t.Fatalf("step = %v", v["step"])
+		}
+		if q := b.LastQuery(); q.GetStep() != 9223372036854775807 {
+			t.Fatalf("broker got step %d", q.GetStep())
+		}
+	})
+
 	t.Run("unknown host has no series", func(t *testing.T) {
 		v := getJSON(t, u+"/api/v1/hosts/ghost-1/metrics", http.StatusOK)
 		if s := v["series"].([]any); len(s) != 0 {

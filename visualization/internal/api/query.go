@@ -199,7 +199,13 @@ func parseStep(v string) (int64, error) {
 	return int64(d / time.Second), nil
 }
 
-func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
+// ceilDiv is ⌈a/b⌉ for a >= 0, b > 0, without overflow for any b.
+func ceilDiv(a, b int64) int64 {
+	if a == 0 {
+		return 0
+	}
+	return (a-1)/b + 1
+}
 
 func unixString(ts int64) string { return time.Unix(ts, 0).UTC().Format(time.RFC3339) }
 

@@ -110,7 +110,7 @@ async function refresh() {
     const online = hosts.filter((h) => h.online).length;
     const stale = hosts.filter((h) => !h.fresh).length;
     document.getElementById("summary").textContent =
-      hosts.length + " hosts · " + online + " online · " + stale + " without fresh data · updated " +
+      hosts.length + (hosts.length === 1 ? " host · " : " hosts · ") + online + " online · " + stale + " without fresh data · updated " +
       new Date().toLocaleTimeString();
     errorBox.hidden = true;
   } catch (e) {
