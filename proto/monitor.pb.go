@@ -583,7 +583,7 @@ type Rejection struct {
 	SnapshotIndex uint32                 `protobuf:"varint,2,opt,name=snapshot_index,json=snapshotIndex,proto3" json:"snapshot_index,omitempty"`
 	HostId        string                 `protobuf:"bytes,3,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
 	Timestamp     int64                  `protobuf:"varint,4,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	Metric        string                 `protobuf:"bytes,5,opt,name=metric,proto3" json:"metric,omitempty"` // empty when the whole snapshot was refused
+	Metric        string                 `protobuf:"bytes,5,opt,name=metric,proto3" json:"metric,omitempty"` // the refused metric ("#index" if it has no name), "tag:name" for a tag; empty when the whole snapshot was refused
 	Reason        string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -85,7 +85,7 @@ func Convert(b *monitorpb.Batch, now time.Time, lim Limits) Result {
 		var seen map[string]struct{}
 		for j, m := range metrics {
 			if j >= lim.MaxSamplesPerSnapshot {
-				reject(i, s, m.GetName(), fmt.Sprintf("snapshot has %d metrics, the limit is %d; this one and later ones were not stored", len(metrics), lim.MaxSamplesPerSnapshot))
+				reject(i, s, metricRef(m.GetName(), j), fmt.Sprintf("snapshot has %d metrics, the limit is %d; this one and later ones were not stored", len(metrics), lim.MaxSamplesPerSnapshot))
 				break
 			}
 			series, err := storage.SeriesKey(m.GetName(), m.GetLabels())
@@ -99,7 +99,7 @@ func Convert(b *monitorpb.Batch, now time.Time, lim Limits) Result {
 				err = storage.ValidateTagValue(m.GetUnit())
 			}
 			if err != nil {
-				reject(i, s, m.GetName(), err.Error())
+				reject(i, s, metricRef(m.GetName(), j), err.Error())
 				continue
 			}
 			if seen == nil {
@@ -116,4 +116,13 @@ func Convert(b *monitorpb.Batch, now time.Time, lim Limits) Result {
 		r.Snapshots = append(r.Snapshots, out)
 	}
 	return r
+}
+
+// metricRef names a refused metric in a Rejection: its name, or "#index"
+// when it has none (an empty Metric field means the whole snapshot).
+func metricRef(name string, index int) string {
+	if name == "" {
+		return fmt.Sprintf("#%d", index)
+	}
+	return name
 }

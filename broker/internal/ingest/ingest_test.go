@@ -88,6 +88,7 @@ func FuzzConvert(f *testing.F) {
 	f.Add("web-1", int64(1_800_000_000), "cpu.usage", 1.5, "cpu", "cpu0", "dc", "eu")
 	f.Add("a:b", int64(0), "", math.Inf(1), "", "", "", "")
 	f.Add("x", int64(-5), "n{a=b}", 0.0, "k", "v,=", "t", "\x00")
+	f.Add("0", int64(1_800_000_018), "", 0.0, "", "", "0", "") // an unnamed metric must not read as a whole-snapshot rejection
 	f.Fuzz(func(t *testing.T, host string, ts int64, name string, v float64, lk, lv, tk, tv string) {
 		b := &monitorpb.Batch{Seq: 1, Snapshots: []*monitorpb.Snapshot{{
 			HostId: host, Timestamp: ts, Tags: map[string]string{tk: tv},

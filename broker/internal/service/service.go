@@ -287,6 +287,7 @@ func (s *Service) ListHosts(ctx context.Context, _ *monitorpb.ListHostsRequest) 
 	now := s.opts.Now()
 	out := &monitorpb.ListHostsResponse{Hosts: make([]*monitorpb.HostStatus, 0, len(hosts))}
 	for _, h := range hosts {
+		alive := max(h.LastHeartbeat, h.LastRegistered)
 		out.Hosts = append(out.Hosts, &monitorpb.HostStatus{
 			Info: &monitorpb.HostInfo{
 				HostId: h.ID, Hostname: h.Hostname, Os: h.OS, Platform: h.Platform, Kernel: h.Kernel,
@@ -295,7 +296,9 @@ func (s *Service) ListHosts(ctx context.Context, _ *monitorpb.ListHostsRequest) 
 			},
 			FirstSeen: h.FirstSeen, LastRegistered: h.LastRegistered, LastHeartbeat: h.LastHeartbeat,
 			LastData: h.LastData,
-			Online:   h.LastHeartbeat > 0 && now.Sub(time.Unix(h.LastHeartbeat, 0)) <= s.opts.OfflineAfter,
+			// A registration is proof of life too: a host that has just
+			// registered is online before its first heartbeat.
+			Online: alive > 0 && now.Sub(time.Unix(alive, 0)) <= s.opts.OfflineAfter,
 		})
 	}
 	return out, nil

@@ -262,6 +262,10 @@ func TestRegistryAndQueries(t *testing.T) {
 	if _, err := c.Register(ctx, &monitorpb.RegisterRequest{Host: &monitorpb.HostInfo{HostId: "bad:id"}}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("bad host id: %v", err)
 	}
+	hosts, err := c.ListHosts(ctx, &monitorpb.ListHostsRequest{})
+	if err != nil || len(hosts.GetHosts()) != 1 || !hosts.GetHosts()[0].GetOnline() {
+		t.Fatalf("a host that just registered must be online before its first heartbeat: %v %v", hosts, err)
+	}
 	if r, err := c.Heartbeat(ctx, &monitorpb.HeartbeatRequest{HostId: "db-1"}); err != nil || !r.GetRegistered() {
 		t.Fatalf("heartbeat: %v %v", r, err)
 	}
@@ -278,7 +282,7 @@ func TestRegistryAndQueries(t *testing.T) {
 	if err := store.WriteSnapshots(ctx, snaps); err != nil {
 		t.Fatal(err)
 	}
-	hosts, err := c.ListHosts(ctx, &monitorpb.ListHostsRequest{})
+	hosts, err = c.ListHosts(ctx, &monitorpb.ListHostsRequest{})
 	if err != nil || len(hosts.GetHosts()) != 1 {
 		t.Fatalf("hosts: %v %v", hosts, err)
 	}

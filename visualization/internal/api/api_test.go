@@ -144,12 +144,14 @@ func TestHosts(t *testing.T) {
 			Online: true,
 		},
 		&monitorpb.HostStatus{Info: &monitorpb.HostInfo{HostId: "new-1"}},
+		// Registered 5 s ago, no heartbeat yet: a registration is proof of life.
+		&monitorpb.HostStatus{Info: &monitorpb.HostInfo{HostId: "just-registered"}, LastRegistered: nowUnix - 5},
 	)
 	u := serve(t, testConfig(), b)
 	v := getJSON(t, u+"/api/v1/hosts", http.StatusOK)
 	hosts := v["hosts"].([]any)
-	if len(hosts) != 3 {
-		t.Fatalf("got %d hosts, want 3: %v", len(hosts), v)
+	if len(hosts) != 4 {
+		t.Fatalf("got %d hosts, want 4: %v", len(hosts), v)
 	}
 	byID := map[string]map[string]any{}
 	for _, h := range hosts {
@@ -169,6 +171,9 @@ func TestHosts(t *testing.T) {
 	}
 	if db := byID["db-1"]; db["online"] != false || db["fresh"] != false {
 		t.Fatalf("db-1 heartbeat 31 s and data 16 s old: online=%v fresh=%v, want false, false", db["online"], db["fresh"])
+	}
+	if jr := byID["just-registered"]; jr["online"] != true {
+		t.Fatalf("host registered 5 s ago without a heartbeat yet: online=%v, want true", jr["online"])
 	}
 	fresh := byID["new-1"]
 	if fresh["online"] != false || fresh["fresh"] != false || fresh["last_data"] != 0.0 {

@@ -27,7 +27,7 @@ type hostJSON struct {
 	LastRegistered int64             `json:"last_registered"`
 	LastHeartbeat  int64             `json:"last_heartbeat"`
 	LastData       int64             `json:"last_data"`
-	// Online: a heartbeat within offline_after. Computed here from the
+	// Online: a heartbeat or registration within offline_after. Computed here from the
 	// timestamps rather than taken from the broker, so every host is judged
 	// by this server's threshold and clock.
 	Online bool `json:"online"`
@@ -66,7 +66,7 @@ func (a *API) hosts(w http.ResponseWriter, r *http.Request) {
 			LastRegistered: h.GetLastRegistered(),
 			LastHeartbeat:  h.GetLastHeartbeat(),
 			LastData:       h.GetLastData(),
-			Online:         within(now, h.GetLastHeartbeat(), a.cfg.OfflineAfter),
+			Online:         within(now, max(h.GetLastHeartbeat(), h.GetLastRegistered()), a.cfg.OfflineAfter),
 			Fresh:          within(now, h.GetLastData(), a.cfg.StaleAfter),
 		})
 	}

@@ -79,7 +79,7 @@ function row(h, latest) {
 
   const status = el("td");
   status.append(el("span", h.online ? "online" : "offline", "badge " + (h.online ? "online" : "offline")));
-  status.append(el("span", "heartbeat " + ago(h.last_heartbeat), "sub"));
+  status.append(el("span", "seen " + ago(Math.max(h.last_heartbeat, h.last_registered)), "sub"));
   tr.append(status);
 
   const data = el("td", h.fresh ? "fresh" : "stale", h.fresh ? "fresh" : "stale");
