@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"github.com/monitorhq/monitor/agent"
 	"github.com/monitorhq/monitor/broker"
@@ -23,6 +24,7 @@ import (
 // a real redis-server, then reads the raw keys with a plain client and finds
 // exactly the seed's layout (DESIGN.md §6), TTLs included.
 func TestSeedLayoutAfterRealAgentRun(t *testing.T) {
+	defer goleak.VerifyNone(t) // every goroutine of broker and agent ends with Run
 	rs := redistest.Start(t)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
