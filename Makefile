@@ -14,7 +14,7 @@ CMDS := agent broker visualization monitor
 # Packages whose tests need redis-server.
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test test-go test-nocgo check proto tools deps run clean fuzz-short
+.PHONY: all build test test-go test-nocgo check proto tools deps run clean fuzz-short bench bench-quick
 
 all: build
 
@@ -24,6 +24,7 @@ build:
 	$(GO) build -o $(BIN)/broker ./broker/cmd
 	$(GO) build -o $(BIN)/visualization ./visualization/cmd
 	$(GO) build -o $(BIN)/monitor ./cmd/monitor
+	$(GO) build -o $(BIN)/loadgen ./cmd/loadgen
 
 # deps installs the system packages the tests need when they are missing
 # (Debian/Ubuntu; needs root or sudo).
@@ -38,20 +39,29 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-test: deps build test-go test-nocgo fuzz-short
+test: deps build test-go test-nocgo fuzz-short bench-quick
 
 test-go:
 	$(GO) test $(GOTEST_FLAGS) ./...
 
-# Everything must also build without cgo (the C/C++ parts have Go twins).
+# Everything must also build without cgo, and the parts with C twins (the
+# agent's ring) pass their tests with the pure-Go twin.
 test-nocgo:
 	CGO_ENABLED=0 $(GO) build -o /dev/null ./...
 	CGO_ENABLED=0 $(GO) vet ./...
+	CGO_ENABLED=0 $(GO) test -count=1 ./agent/... ./pkg/algorithm/...
 
-# A short run of every fuzz target (seed corpora in testdata/fuzz).
+# A short run of every fuzz target in the tree (seed corpora in testdata/fuzz
+# and f.Add); FUZZTIME per target.
+FUZZTIME ?= 5s
 fuzz-short:
-	$(GO) test -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime 5s ./broker/internal/ingest
-	$(GO) test -run '^$$' -fuzz '^FuzzParseSeries$$' -fuzztime 5s ./pkg/storage
+	@set -e; grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r f; do \
+	  dir=$$(dirname "$$f"); \
+	  for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' "$$f" | sed 's/^func //'); do \
+	    echo "fuzz $$t in $$dir ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) "./$$dir" >/tmp/fuzz-$$t.log 2>&1 || { cat /tmp/fuzz-$$t.log; exit 1; }; \
+	  done; \
+	done
 
 tools:
 	@mkdir -p $(TOOLS)
@@ -64,7 +74,7 @@ tools:
 proto: deps tools
 	protoc --plugin=$(TOOLS)/protoc-gen-go --plugin=$(TOOLS)/protoc-gen-go-grpc \
 	  --go_out=. --go_opt=paths=source_relative \
-	  --go-grpc_out=. --go-grpc_opt=paths=source_relative proto/monitor.proto
+	  --go-grpc_out=. --go-grpc_opt=paths=source_relative proto/*.proto
 
 check: deps tools
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -73,9 +83,21 @@ check: deps tools
 	@cp go.mod /tmp/go.mod.check && cp go.sum /tmp/go.sum.check && $(GO) mod tidy && \
 	  if ! diff -q go.mod /tmp/go.mod.check >/dev/null || ! diff -q go.sum /tmp/go.sum.check >/dev/null; then \
 	    echo "go mod tidy changed go.mod/go.sum; commit the result"; git --no-pager diff -- go.mod go.sum; exit 1; fi
-	@$(MAKE) --no-print-directory proto >/dev/null && \
-	  if ! git diff --quiet -- proto/; then echo "generated proto code is stale; run make proto and commit"; git --no-pager diff --stat -- proto/; exit 1; fi
+	@tmp=$$(mktemp -d) && cp proto/*.pb.go $$tmp/ && $(MAKE) --no-print-directory proto >/dev/null && \
+	  for f in proto/*.pb.go; do cmp -s "$$f" "$$tmp/$$(basename $$f)" || { echo "generated $$f was stale; make proto regenerated it: commit the result"; rm -rf $$tmp; exit 1; }; done; \
+	  [ "$$(ls proto/*.pb.go | wc -l)" = "$$(ls $$tmp/*.pb.go | wc -l)" ] || { echo "make proto produced a different set of files"; rm -rf $$tmp; exit 1; }; rm -rf $$tmp
 	@echo "check ok"
+
+# bench measures the write path, Redis memory and range queries against a
+# redis-server it starts itself, prints a table and writes
+# bench/results.json (figures and how they were made: BENCHMARKS.md).
+bench: deps build
+	$(GO) run ./bench -out bench/results.json
+
+# bench-quick is bench in under 90 s for CI: single short runs; it fails
+# only on errors or lost samples, never on timing.
+bench-quick: deps build
+	$(GO) run ./bench -quick -out $${TMPDIR:-/tmp}/monitor-bench-quick.json
 
 # run builds and starts the all-in-one: broker + visualization + a local
 # agent on embedded storage in ./data. Open the printed URL.

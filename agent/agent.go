@@ -1,38 +1,57 @@
 // Package agent is the monitoring agent as a library: it collects this
-// host's metrics every interval into a snapshot, holds the snapshots in a
-// bounded buffer, and streams them to a broker, keeping each one until the
-// broker acknowledges it (see internal/uplink for the protocol side).
+// host's metrics every interval into a snapshot, passes the snapshot
+// through a bounded lock-free ring to the spool (an on-disk log), and
+// streams the spool to a broker, keeping each snapshot until the broker
+// acknowledges it as stored (see docs/agent.md for the whole path).
 //
-// Startup: New validates the configuration and builds the collectors, the
-// buffer and the uplink; Run starts the uplink (register, heartbeats, ingest
-// stream) and then the collection loop, whose ticks are aligned to the
-// interval (a 5 s interval collects at :00, :05, …); a snapshot's timestamp
-// is the Unix second of its tick.
+//	collectors ──► queue (C11 ring) ──► pump ──► spool (disk) ──► uplink ──► broker
+//	   Run's loop      never blocks      fsync       acked → deleted
+//
+// Startup: New validates the configuration, opens the spool (indexing what
+// a previous run left unacknowledged, which is sent first), builds the
+// collectors, the ring and the uplink, and binds the optional HTTP listener
+// (/metrics, /healthz). Run starts the HTTP server, the uplink (register,
+// heartbeats, ingest stream) and the pump, takes one priming reading (so the
+// first snapshot already has rates), then runs the collection loop, whose
+// ticks are aligned to the interval (a 5 s interval collects at :00, :05,
+// …); a snapshot's timestamp is the Unix second of its tick.
 //
 // Shutdown, when Run's ctx ends, in this order:
 //  1. stop collecting: no new round starts, a round in progress is
 //     abandoned, and collector calls still running get up to
 //     collector_timeout to return (a call stuck in the kernel is left
 //     behind and logged);
-//  2. flush: the uplink keeps sending what the buffer holds, reconnecting if
-//     need be, and waits for the acks, up to shutdown_timeout in all;
-//  3. close the stream: CloseSend, then wait for the broker to end it;
-//  4. return, after logging how many snapshots were left unacknowledged
-//     (they are lost; Stats counts them as dropped for "shutdown").
+//  2. drain the ring into the spool;
+//  3. flush: the uplink keeps sending what the spool holds, reconnecting if
+//     need be, and waits for the acks, up to shutdown_timeout in all, then
+//     closes the stream (CloseSend, then waits for the broker to end it);
+//  4. stop the HTTP server;
+//  5. close the spool: what is still unacknowledged stays on disk for the
+//     next start (with data_dir empty it is lost and counted as dropped
+//     for "shutdown").
 //
-// Concurrency: Run is called once. Stats is safe from any goroutine.
+// Concurrency: Run is called once. Stats and Gatherer are safe from any
+// goroutine.
 package agent
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
+	"net"
+	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/monitorhq/monitor/agent/internal/buffer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/monitorhq/monitor/agent/internal/c"
 	"github.com/monitorhq/monitor/agent/internal/collector"
+	"github.com/monitorhq/monitor/agent/internal/queue"
+	"github.com/monitorhq/monitor/agent/internal/spool"
 	"github.com/monitorhq/monitor/agent/internal/uplink"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
@@ -51,47 +70,91 @@ const (
 	// onceWindow is how far apart CollectOnce's two readings are, so rates
 	// and CPU percentages have something to compare with.
 	onceWindow = time.Second
+	// httpShutdown bounds the HTTP server's graceful stop.
+	httpShutdown = 2 * time.Second
 )
 
-// Drop reasons in Stats.Dropped.
+// Reasons for dropped snapshots, the keys of Stats.Dropped.
 const (
-	DropBufferFull = "buffer_full" // the buffer was full; the oldest snapshot made room
-	DropShutdown   = "shutdown"    // still unacknowledged when shutdown_timeout ran out
+	DropRingFull     = queue.DropRingFull       // every ring slot taken: the oldest snapshot went
+	DropRingBytes    = queue.DropRingBytes      // over ring_max_bytes with nothing left to strip: the oldest went
+	DropSpoolFull    = spool.DropFull           // spool_max_bytes reached: its oldest segment went
+	DropSpoolCorrupt = spool.DropCorrupt        // a spool record was torn or failed its checksum
+	DropShutdown     = "shutdown"               // memory-only spool (data_dir empty): unacknowledged at shutdown
+	DropLowPriority  = queue.DropLowPriority    // (metrics) LOW metrics stripped from queued snapshots
+	DropNormPriority = queue.DropNormalPriority // (metrics) NORMAL metrics stripped
 )
 
 // Agent collects and ships one host's metrics.
 type Agent struct {
 	cfg    Config
 	log    *slog.Logger
-	buf    *buffer.Buffer
+	queue  *queue.Queue
+	spool  *spool.Spool
 	runner *collector.Runner
 	up     *uplink.Uplink
+
+	reg         *prometheus.Registry
+	collectTime *prometheus.HistogramVec
+	sendLatency prometheus.Histogram
+	httpLis     net.Listener
 
 	// ticks, when set (tests), replaces the aligned interval ticker.
 	ticks <-chan time.Time
 
+	started     time.Time
 	collected   atomic.Uint64
 	emptyRounds atomic.Uint64
-	leftUnacked atomic.Uint64
+	leftUnacked atomic.Uint64 // memory-only spool: lost at shutdown
+	lastLatency atomic.Int64  // ns, of the latest acknowledged batch
+	lastRound   atomic.Int64  // Unix ns of the latest finished round
+	closeOnce   sync.Once
 }
 
-// New validates cfg and builds the agent. It opens no connection.
-func New(cfg Config, logger *slog.Logger) (*Agent, error) {
+// New validates cfg and builds the agent: it opens the spool and binds the
+// HTTP listener (if any), but opens no broker connection.
+func New(cfg Config, logger *slog.Logger) (_ *Agent, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{
-		cfg:    cfg,
-		log:    logger,
-		buf:    buffer.New(cfg.BufferSize),
-		runner: collector.NewRunner(collectors(cfg.Collectors), cfg.CollectorTimeout.D(), logger),
+	a := &Agent{cfg: cfg, log: logger, started: time.Now()}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	if a.queue, err = queue.New(cfg.RingSize, int64(cfg.RingMaxBytes)); err != nil {
+		return nil, fmt.Errorf("build the ring: %w", err)
 	}
-	up, err := uplink.New(a.uplinkConfig(), a.buf, a.hostInfo, logger)
-	if err != nil {
+	if a.spool, err = spool.Open(spool.Options{Dir: cfg.DataDir, MaxBytes: int64(cfg.SpoolMaxBytes)}, logger); err != nil {
+		return nil, fmt.Errorf("open the spool in %q (data_dir): %w", cfg.DataDir, err)
+	}
+	a.reg = prometheus.NewRegistry()
+	a.registerMetrics()
+	a.runner = collector.NewRunner(collectors(cfg), cfg.CollectorTimeout.D(), logger, a.observeCollect)
+	if a.up, err = uplink.New(a.uplinkConfig(), a.spool, a.hostInfo, logger); err != nil {
 		return nil, err
 	}
-	a.up = up
+	if cfg.HTTPListen != "" {
+		if a.httpLis, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
+			return nil, fmt.Errorf("listen on http_listen %s: %w", cfg.HTTPListen, err)
+		}
+	}
 	return a, nil
+}
+
+// close releases the listener and the spool (its lock and files); Run
+// calls it at its end. The ring's C memory stays until the Agent is
+// garbage collected, so Stats keeps working after Run.
+func (a *Agent) close() {
+	a.closeOnce.Do(func() {
+		if a.httpLis != nil {
+			a.httpLis.Close()
+		}
+		if a.spool != nil {
+			a.spool.Close()
+		}
+	})
 }
 
 func (a *Agent) uplinkConfig() uplink.Config {
@@ -108,23 +171,32 @@ func (a *Agent) uplinkConfig() uplink.Config {
 		ShutdownTimeout:    c.ShutdownTimeout.D(),
 		RPCTimeout:         rpcTimeout,
 		AckTimeout:         ackTimeout,
+		ObserveAck:         a.observeAck,
 	}
 }
 
-func collectors(c CollectorsConfig) []collector.Collector {
+// collectors builds the enabled collectors in a fixed order (the order of
+// metrics in a snapshot).
+func collectors(cfg Config) []collector.Collector {
+	p := collector.Paths{Proc: cfg.ProcPath, Sys: cfg.SysPath}
+	w := cfg.RateWindow.D()
+	on := cfg.Collectors
 	var out []collector.Collector
-	if c.CPU {
-		out = append(out, collector.NewCPU())
+	add := func(enabled bool, c collector.Collector) {
+		if enabled {
+			out = append(out, c)
+		}
 	}
-	if c.Memory {
-		out = append(out, collector.NewMemory())
-	}
-	if c.Disk {
-		out = append(out, collector.NewDisk())
-	}
-	if c.Network {
-		out = append(out, collector.NewNetwork())
-	}
+	add(on.CPU, collector.NewCPU(p, w))
+	add(on.Memory, collector.NewMemory(p, w))
+	add(on.Filesystem, collector.NewFilesystem(p))
+	add(on.Disk, collector.NewDisk(p, w))
+	add(on.Network, collector.NewNetwork(p, w))
+	add(on.TCP, collector.NewTCP(p, w))
+	add(on.TCPStates, collector.NewTCPStates(p))
+	add(on.Processes, collector.NewProcesses(p, cfg.TopProcesses, w))
+	add(on.System, collector.NewSystem(p))
+	add(on.Sensors, collector.NewSensors(p))
 	return out
 }
 
@@ -139,17 +211,57 @@ func (a *Agent) hostInfo(ctx context.Context) (*monitorpb.HostInfo, error) {
 	return h, nil
 }
 
+// HTTPAddr returns the address of the /metrics listener, or "" when
+// http_listen is empty.
+func (a *Agent) HTTPAddr() string {
+	if a.httpLis == nil {
+		return ""
+	}
+	return a.httpLis.Addr().String()
+}
+
+// Gatherer returns the registry behind /metrics, for embedding the agent
+// (cmd/monitor) without its own listener.
+func (a *Agent) Gatherer() prometheus.Gatherer { return a.reg }
+
 // Run collects and ships until ctx ends, then shuts down in the order of
 // the package comment. It returns nil after a shutdown, whether or not
-// everything was acknowledged (the count is logged and in Stats).
+// everything was acknowledged (the count is logged and in Stats), or an
+// error if the HTTP server failed.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.close()
+	head, tail := a.spool.Bounds()
 	a.log.Info("agent starting", "host_id", a.cfg.HostID, "brokers", a.up.Order(), "interval", a.cfg.Interval,
-		"buffer_size", a.cfg.BufferSize, "version", Version)
+		"ring", c.Implementation, "ring_size", a.cfg.RingSize, "data_dir", a.cfg.DataDir, "spooled", tail-head,
+		"http", a.HTTPAddr(), "version", Version)
+
+	httpErr := make(chan error, 1)
+	var srv *http.Server
+	if a.httpLis != nil {
+		srv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.Serve(a.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				httpErr <- fmt.Errorf("serve http on %s: %w", a.httpLis.Addr(), err)
+			}
+			close(httpErr)
+		}()
+	} else {
+		close(httpErr)
+	}
+
 	upCtx, stopUplink := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopUplink()
 	upDone := make(chan int, 1)
 	go func() { upDone <- a.up.Run(upCtx) }()
 
+	pumpStop := make(chan struct{})
+	pumpDone := make(chan struct{})
+	go func() {
+		defer close(pumpDone)
+		a.pump(pumpStop)
+	}()
+
+	a.runner.Collect(ctx) // priming reading: rates need a previous one
 	a.collect(ctx)
 
 	// 1. Collectors: give calls still running their deadline to return.
@@ -159,17 +271,64 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	cancel()
 
-	// 2 and 3. Flush and close: the uplink drains when its context ends.
-	a.log.Info("flushing buffered snapshots", "buffered", a.buf.Len(), "timeout", a.cfg.ShutdownTimeout)
+	// 2. The ring into the spool.
+	close(pumpStop)
+	<-pumpDone
+
+	// 3. Flush and close the stream: the uplink drains when its context ends.
+	a.log.Info("flushing spooled snapshots", "spooled", a.spool.Len(), "timeout", a.cfg.ShutdownTimeout)
 	stopUplink()
 	left := <-upDone
-	a.leftUnacked.Store(uint64(left))
-	if left > 0 {
-		a.log.Warn("agent stopped with snapshots unacknowledged; they are lost", "unacknowledged", left)
-	} else {
-		a.log.Info("agent stopped; every snapshot was acknowledged", "acknowledged", a.up.Stats().Acked)
+
+	// 4. HTTP.
+	var err error
+	if srv != nil {
+		hctx, cancel := context.WithTimeout(context.Background(), httpShutdown)
+		if e := srv.Shutdown(hctx); e != nil {
+			srv.Close()
+		}
+		cancel()
+		err = <-httpErr
 	}
-	return nil
+
+	// 5. The spool.
+	durable := a.spool.Durable()
+	switch {
+	case left == 0:
+		a.log.Info("agent stopped; every snapshot was acknowledged", "acknowledged", a.up.Stats().Acked)
+	case durable:
+		a.log.Warn("agent stopped with snapshots unacknowledged; they stay in the spool and are sent first at the next start",
+			"unacknowledged", left, "data_dir", a.cfg.DataDir)
+	default:
+		a.leftUnacked.Store(uint64(left))
+		a.log.Warn("agent stopped with snapshots unacknowledged and no durable spool; they are lost", "unacknowledged", left)
+	}
+	return err
+}
+
+// pump moves snapshots from the ring to the spool until stop is closed,
+// then drains the ring and returns.
+func (a *Agent) pump(stop <-chan struct{}) {
+	drain := func() {
+		for {
+			snaps := a.queue.PopBatch(a.cfg.BatchMaxSnapshots)
+			if len(snaps) == 0 {
+				return
+			}
+			if err := a.spool.Append(snaps); err != nil {
+				a.log.Error("cannot spool snapshots; they are lost", "err", err)
+			}
+		}
+	}
+	for {
+		select {
+		case <-a.queue.Ready():
+			drain()
+		case <-stop:
+			drain()
+			return
+		}
+	}
 }
 
 // collect runs one round per tick until ctx ends.
@@ -204,17 +363,22 @@ func (a *Agent) collect(ctx context.Context) {
 		}
 		if len(metrics) == 0 {
 			a.emptyRounds.Add(1)
-			a.log.Debug("round produced no metrics; no snapshot", "tick", at)
-			continue
+			a.log.Debug("round produced no host metrics; sending the agent's own", "tick", at)
 		}
-		snap := &monitorpb.Snapshot{HostId: a.cfg.HostID, Timestamp: at.Unix(), Tags: maps.Clone(a.cfg.Labels), Metrics: metrics}
 		a.collected.Add(1)
-		switch dropped := a.buf.Push(snap); {
+		metrics = a.selfMetrics(metrics)
+		snap := &monitorpb.Snapshot{HostId: a.cfg.HostID, Timestamp: at.Unix(), Tags: maps.Clone(a.cfg.Labels), Metrics: metrics}
+		before := a.queue.Drops()
+		a.queue.Push(snap)
+		a.lastRound.Store(time.Now().UnixNano())
+		after := a.queue.Drops()
+		switch dropped := !maps.Equal(before.Metrics, after.Metrics) || !maps.Equal(before.Snapshots, after.Snapshots); {
 		case dropped && !dropping:
-			a.log.Warn("buffer full; dropping the oldest snapshots until the broker catches up", "buffer_size", a.cfg.BufferSize)
+			a.log.Warn("ring over budget: dropping low-priority metrics, then the oldest snapshots, until the spool writer catches up",
+				"ring_size", a.cfg.RingSize, "ring_max_bytes", a.cfg.RingMaxBytes, "depth", a.queue.Len())
 			dropping = true
 		case !dropped && dropping:
-			a.log.Info("buffer has room again", "dropped_total", a.buf.Dropped())
+			a.log.Info("ring has room again", "dropped_snapshots", after.Snapshots, "dropped_metrics", after.Metrics)
 			dropping = false
 		}
 	}
@@ -226,26 +390,34 @@ func nextTick(now time.Time, interval time.Duration) time.Time {
 	return now.Truncate(interval).Add(interval)
 }
 
-// CollectorStats are one collector's failure counters.
+// CollectorStats are one collector's counters.
 type CollectorStats struct {
-	Errors   uint64 // calls that returned an error
-	Timeouts uint64 // calls that missed collector_timeout
-	Skips    uint64 // rounds skipped because the previous call was still running
+	Errors   uint64        // calls that returned an error
+	Timeouts uint64        // calls that missed collector_timeout
+	Skips    uint64        // rounds skipped because the previous call was still running
+	Last     time.Duration // how long its last call took
 }
 
-// Stats are the agent's counters since New.
+// Stats are the agent's counters since New, and its state now.
 type Stats struct {
-	Collected    uint64            // snapshots put into the buffer
-	Acked        uint64            // snapshots acknowledged by a broker
-	Dropped      map[string]uint64 // snapshots lost, by reason (DropBufferFull, DropShutdown)
-	Rejected     uint64            // items the broker refused (each also acked)
-	EmptyRounds  uint64            // rounds in which no collector returned metrics
-	Collectors   map[string]CollectorStats
-	FlowControls uint64 // FlowControl messages from brokers
-	Reconnects   uint64 // broker connections lost or refused
-	Buffered     int    // snapshots held now (unsent or unacknowledged)
-	Connected    bool   // a stream to a broker is up now
-	Broker       string // the broker of the current or last stream
+	Collected      uint64            // snapshots built and put into the ring
+	Sent           uint64            // snapshots sent, resends included
+	Acked          uint64            // snapshots acknowledged by a broker
+	Dropped        map[string]uint64 // snapshots lost, by reason (the Drop… constants); every reason present
+	DroppedMetrics map[string]uint64 // metrics stripped, by DropLowPriority, DropNormPriority
+	Rejected       uint64            // items the broker refused (each also acked)
+	EmptyRounds    uint64            // rounds in which no collector returned metrics
+	Collectors     map[string]CollectorStats
+	FlowControls   uint64 // FlowControl messages from brokers
+	Reconnects     uint64 // broker connections lost or refused
+	BatchesSent    uint64
+	Buffered       int   // snapshots held now, unacknowledged: ring + spool
+	RingDepth      int   // snapshots in the ring
+	RingBytes      int64 // their encoded size
+	Spool          spool.Stats
+	Connected      bool          // a stream to a broker is up now
+	Broker         string        // the broker of the current or last stream
+	SendLatency    time.Duration // send → ack of the latest acknowledged batch
 }
 
 // CollectorErrors, CollectorTimeouts and CollectorSkips sum the per
@@ -276,19 +448,30 @@ func (s Stats) CollectorSkips() (n uint64) {
 // Stats returns the counters.
 func (a *Agent) Stats() Stats {
 	up := a.up.Stats()
+	qd := a.queue.Drops()
+	sp := a.spool.Stats()
 	s := Stats{
-		Collected:    a.collected.Load(),
-		Acked:        up.Acked,
-		Dropped:      map[string]uint64{DropBufferFull: a.buf.Dropped(), DropShutdown: a.leftUnacked.Load()},
-		Rejected:     up.Rejected,
-		EmptyRounds:  a.emptyRounds.Load(),
-		Collectors:   map[string]CollectorStats{},
-		FlowControls: up.FlowControls,
-		Reconnects:   up.Reconnects,
-		Buffered:     a.buf.Len(),
-		Connected:    up.Connected,
-		Broker:       up.Broker,
+		Collected:      a.collected.Load(),
+		Sent:           up.SnapshotsSent,
+		Acked:          up.Acked,
+		Dropped:        map[string]uint64{DropShutdown: a.leftUnacked.Load()},
+		DroppedMetrics: qd.Metrics,
+		Rejected:       up.Rejected,
+		EmptyRounds:    a.emptyRounds.Load(),
+		Collectors:     map[string]CollectorStats{},
+		FlowControls:   up.FlowControls,
+		Reconnects:     up.Reconnects,
+		BatchesSent:    up.BatchesSent,
+		RingDepth:      a.queue.Len(),
+		RingBytes:      a.queue.Bytes(),
+		Spool:          sp,
+		Connected:      up.Connected,
+		Broker:         up.Broker,
+		SendLatency:    time.Duration(a.lastLatency.Load()),
 	}
+	maps.Copy(s.Dropped, qd.Snapshots)
+	maps.Copy(s.Dropped, sp.Dropped)
+	s.Buffered = s.RingDepth + int(sp.Records)
 	for name, c := range a.runner.Stats() {
 		s.Collectors[name] = CollectorStats(c)
 	}
@@ -297,13 +480,13 @@ func (a *Agent) Stats() Stats {
 
 // CollectOnce reads every enabled collector twice, onceWindow apart (rates
 // need two readings), and returns the second reading as a snapshot stamped
-// now. It is what `agent -once` prints. Only cfg's host id, labels,
-// collectors and collector_timeout are used.
+// now. It is what `agent -once` prints. Only cfg's host id, labels and
+// collector keys are used: nothing is spooled or sent.
 func CollectOnce(ctx context.Context, cfg Config, logger *slog.Logger) (*monitorpb.Snapshot, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := collector.NewRunner(collectors(cfg.Collectors), cfg.CollectorTimeout.D(), logger)
+	r := collector.NewRunner(collectors(cfg), cfg.CollectorTimeout.D(), logger, nil)
 	defer func() {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.CollectorTimeout.D())
 		defer cancel()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -23,14 +24,19 @@ import (
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(runChild()) // the agent process of TestKilledAgentReplaysAfterRestart
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // fakeBroker is a MonitorService that records what it is sent and follows
 // the Ingest protocol (Hello, batches, cumulative acks, go-back-N after
 // FlowControl). It stands in for the broker; tests set its behaviour.
 type fakeBroker struct {
 	monitorpb.UnimplementedMonitorServiceServer
-	t    *testing.T
+	t    testing.TB
 	addr string
 
 	mu          sync.Mutex
@@ -50,7 +56,7 @@ type fakeBroker struct {
 }
 
 // startBroker serves a fakeBroker on addr ("127.0.0.1:0" for any port).
-func startBroker(t *testing.T, addr string) *fakeBroker {
+func startBroker(t testing.TB, addr string) *fakeBroker {
 	t.Helper()
 	f := &fakeBroker{t: t, addr: addr}
 	f.start()
@@ -193,7 +199,7 @@ func (f *fakeBroker) with(fn func(f *fakeBroker)) {
 }
 
 // deadAddr returns a loopback address nothing listens on (yet).
-func deadAddr(t *testing.T) string {
+func deadAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -205,14 +211,14 @@ func deadAddr(t *testing.T) string {
 }
 
 // tlog sends slog output to t.Log.
-type tlog struct{ t *testing.T }
+type tlog struct{ t testing.TB }
 
 func (w tlog) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
@@ -225,6 +231,7 @@ func testConfig(brokers ...string) Config {
 	cfg.ReconnectMinBackoff = config.Duration(10 * time.Millisecond)
 	cfg.ReconnectMaxBackoff = config.Duration(50 * time.Millisecond)
 	cfg.ShutdownTimeout = config.Duration(5 * time.Second)
+	cfg.DataDir = "" // memory spool; tests of the disk spool set their own
 	return cfg
 }
 
@@ -247,7 +254,7 @@ func (c *fake) Collect(context.Context) ([]*monitorpb.Metric, error) {
 
 // harness runs an agent driven by injected ticks.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	a      *Agent
 	ticks  chan time.Time
 	cancel context.CancelFunc
@@ -258,13 +265,13 @@ type harness struct {
 
 // start builds and runs an agent; with collectors given, they replace the
 // real ones.
-func start(t *testing.T, cfg Config, collectors ...collector.Collector) *harness {
+func start(t testing.TB, cfg Config, collectors ...collector.Collector) *harness {
 	return startWith(t, cfg, nil, collectors...)
 }
 
 // startWith is start with a hook that may change the uplink's fixed
 // timings before Run.
-func startWith(t *testing.T, cfg Config, tune func(*uplink.Config), collectors ...collector.Collector) *harness {
+func startWith(t testing.TB, cfg Config, tune func(*uplink.Config), collectors ...collector.Collector) *harness {
 	t.Helper()
 	a, err := New(cfg, testLogger(t))
 	if err != nil {
@@ -273,12 +280,12 @@ func startWith(t *testing.T, cfg Config, tune func(*uplink.Config), collectors .
 	if tune != nil {
 		uc := a.uplinkConfig()
 		tune(&uc)
-		if a.up, err = uplink.New(uc, a.buf, a.hostInfo, a.log); err != nil {
+		if a.up, err = uplink.New(uc, a.spool, a.hostInfo, a.log); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if len(collectors) > 0 {
-		a.runner = collector.NewRunner(collectors, cfg.CollectorTimeout.D(), a.log)
+		a.runner = collector.NewRunner(collectors, cfg.CollectorTimeout.D(), a.log, a.observeCollect)
 	}
 	h := &harness{t: t, a: a, ticks: make(chan time.Time), done: make(chan error, 1), base: time.Now().Unix()}
 	a.ticks = h.ticks
@@ -318,7 +325,7 @@ func (h *harness) stop() error {
 }
 
 // waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -327,6 +334,28 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		<-time.After(5 * time.Millisecond)
 	}
+}
+
+// hostMetrics returns the names of a snapshot's metrics other than the
+// agent's own.
+func hostMetrics(s *monitorpb.Snapshot) []string {
+	var out []string
+	for _, m := range s.GetMetrics() {
+		if !strings.HasPrefix(m.GetName(), "agent.") {
+			out = append(out, m.GetName())
+		}
+	}
+	return out
+}
+
+// metricValue finds a metric by name and one label.
+func metricValue(s *monitorpb.Snapshot, name, label, value string) (float64, bool) {
+	for _, m := range s.GetMetrics() {
+		if m.GetName() == name && (label == "" || m.GetLabels()[label] == value) {
+			return m.GetValue(), true
+		}
+	}
+	return 0, false
 }
 
 func stampsFrom(base int64, from, to int) []int64 {
@@ -376,7 +405,7 @@ func TestAcksFreeTheBuffer(t *testing.T) {
 	if err := h.stop(); err != nil {
 		t.Fatal(err)
 	}
-	if s := h.a.Stats(); s.Collected != 3 || s.Acked != 3 || s.Dropped[DropShutdown] != 0 || s.Dropped[DropBufferFull] != 0 {
+	if s := h.a.Stats(); s.Collected != 3 || s.Acked != 3 || s.Dropped[DropShutdown] != 0 || s.Dropped[DropRingFull] != 0 {
 		t.Fatalf("stats %+v", s)
 	}
 	b.with(func(b *fakeBroker) {
@@ -394,7 +423,7 @@ func TestTicksAreAlignedToTheInterval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.runner = collector.NewRunner([]collector.Collector{&fake{name: "fast"}}, cfg.CollectorTimeout.D(), a.log)
+	a.runner = collector.NewRunner([]collector.Collector{&fake{name: "fast"}}, cfg.CollectorTimeout.D(), a.log, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -444,16 +473,22 @@ func TestHungCollectorCostsOnlyItsMetrics(t *testing.T) {
 	waitFor(t, "the second snapshot", func() bool { return len(b.storedStamps()) == 2 })
 	b.with(func(b *fakeBroker) {
 		for _, s := range b.stored {
-			if len(s.GetMetrics()) != 1 || s.GetMetrics()[0].GetName() != "test.fast" {
-				t.Errorf("snapshot %d has %v, want only test.fast", s.GetTimestamp(), s.GetMetrics())
+			if host := hostMetrics(s); len(host) != 1 || host[0] != "test.fast" {
+				t.Errorf("snapshot %d has %v, want only test.fast (and the agent's own)", s.GetTimestamp(), host)
 			}
 		}
+		// The agent's own metrics tell the story.
+		last := b.stored[len(b.stored)-1]
+		if v, ok := metricValue(last, "agent.collector_skips_total", "collector", "hung"); !ok || v != 2 {
+			t.Errorf("agent.collector_skips_total{collector=hung} = %v, %v; want 2", v, ok)
+		}
 	})
+	// The priming call hangs; both rounds skip the collector.
 	if n := hung.calls.Load(); n != 1 {
 		t.Errorf("hung collector called %d times, want 1 (skipped while running)", n)
 	}
 	st := h.a.Stats()
-	if st.Collectors["hung"].Timeouts != 1 || st.Collectors["hung"].Skips != 1 || st.CollectorTimeouts() != 1 || st.CollectorSkips() != 1 {
+	if st.Collectors["hung"].Timeouts != 1 || st.Collectors["hung"].Skips != 2 || st.CollectorTimeouts() != 1 || st.CollectorSkips() != 2 {
 		t.Errorf("collector stats %+v", st.Collectors)
 	}
 }
@@ -533,7 +568,7 @@ func TestBrokerOutageLosesNothing(t *testing.T) {
 			t.Errorf("snapshot %d stored %d times (stored %v)", ts, n, stored)
 		}
 	}
-	if st := h.a.Stats(); st.Reconnects < 1 || st.Dropped[DropBufferFull] != 0 || st.Collected != 10 {
+	if st := h.a.Stats(); st.Reconnects < 1 || st.Dropped[DropRingFull] != 0 || st.Collected != 10 {
 		t.Errorf("stats %+v", st)
 	}
 }
@@ -561,22 +596,36 @@ func TestSilentBrokerIsLeftAfterAckTimeout(t *testing.T) {
 	}
 }
 
-func TestBufferFullDropsOldest(t *testing.T) {
+func TestSpoolCapDropsOldest(t *testing.T) {
 	addr := deadAddr(t)
 	cfg := testConfig(addr)
-	cfg.BufferSize = 16
+	cfg.SpoolMaxBytes = 1 << 20
 	h := start(t, cfg, &fake{name: "fast"})
-	for range 20 {
+	var st Stats
+	for st.Dropped[DropSpoolFull] == 0 {
 		h.tick()
+		if h.n > 5000 {
+			t.Fatalf("no spool drop after %d snapshots: %+v", h.n, h.a.Stats().Spool)
+		}
+		if h.n%100 == 0 {
+			waitFor(t, "the spool writer", func() bool { return h.a.Stats().RingDepth == 0 })
+			st = h.a.Stats()
+		}
 	}
-	waitFor(t, "20 rounds", func() bool { return h.a.Stats().Collected == 20 })
-	if st := h.a.Stats(); st.Dropped[DropBufferFull] != 4 || st.Buffered != 16 {
-		t.Fatalf("stats %+v, want 4 dropped for buffer_full, 16 buffered", st)
+	waitFor(t, "the spool writer", func() bool { return h.a.Stats().RingDepth == 0 })
+	st = h.a.Stats()
+	if st.Spool.Bytes > int64(cfg.SpoolMaxBytes) {
+		t.Fatalf("spool holds %d bytes, cap %d", st.Spool.Bytes, cfg.SpoolMaxBytes)
 	}
 	b := startBroker(t, addr)
-	waitFor(t, "16 acks", func() bool { return h.a.Stats().Acked == 16 })
-	if got, want := b.storedStamps(), stampsFrom(h.base, 5, 20); !slices.Equal(got, want) {
-		t.Fatalf("stored %v, want the newest 16: %v", got, want)
+	waitFor(t, "everything held acknowledged", func() bool { return h.a.Stats().Buffered == 0 })
+	st = h.a.Stats()
+	got := b.storedStamps()
+	if want := stampsFrom(h.base, int(h.n)-len(got)+1, int(h.n)); !slices.Equal(got, want) {
+		t.Fatalf("stored %d snapshots ending %v: want the newest, without gaps", len(got), got[len(got)-1])
+	}
+	if st.Dropped[DropSpoolFull]+uint64(len(got)) != uint64(h.n) {
+		t.Fatalf("%d dropped + %d stored != %d collected", st.Dropped[DropSpoolFull], len(got), h.n)
 	}
 }
 

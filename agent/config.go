@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -13,39 +14,71 @@ import (
 // Config is the agent's configuration; configs/agent.yaml documents every
 // key. DefaultConfig holds the defaults.
 type Config struct {
-	HostID              string            `yaml:"host_id"`
-	Brokers             []string          `yaml:"brokers"`
-	Interval            config.Duration   `yaml:"interval"`
-	Labels              map[string]string `yaml:"labels"`
-	Collectors          CollectorsConfig  `yaml:"collectors"`
-	CollectorTimeout    config.Duration   `yaml:"collector_timeout"`
-	BufferSize          int               `yaml:"buffer_size"`
-	BatchMaxSnapshots   int               `yaml:"batch_max_snapshots"`
-	MaxInflightBatches  int               `yaml:"max_inflight_batches"`
-	HeartbeatInterval   config.Duration   `yaml:"heartbeat_interval"`
-	ReconnectMinBackoff config.Duration   `yaml:"reconnect_min_backoff"`
-	ReconnectMaxBackoff config.Duration   `yaml:"reconnect_max_backoff"`
-	ShutdownTimeout     config.Duration   `yaml:"shutdown_timeout"`
+	HostID           string            `yaml:"host_id"`
+	Brokers          []string          `yaml:"brokers"`
+	Interval         config.Duration   `yaml:"interval"`
+	Labels           map[string]string `yaml:"labels"`
+	Collectors       CollectorsConfig  `yaml:"collectors"`
+	CollectorTimeout config.Duration   `yaml:"collector_timeout"`
+	TopProcesses     int               `yaml:"top_processes"`
+	RateWindow       config.Duration   `yaml:"rate_window"`
+	ProcPath         string            `yaml:"proc_path"`
+	SysPath          string            `yaml:"sys_path"`
+
+	RingSize      int    `yaml:"ring_size"`
+	RingMaxBytes  int    `yaml:"ring_max_bytes"`
+	DataDir       string `yaml:"data_dir"`
+	SpoolMaxBytes int    `yaml:"spool_max_bytes"`
+	HTTPListen    string `yaml:"http_listen"`
+	GoMaxProcs    int    `yaml:"gomaxprocs"`
+
+	BatchMaxSnapshots   int             `yaml:"batch_max_snapshots"`
+	MaxInflightBatches  int             `yaml:"max_inflight_batches"`
+	HeartbeatInterval   config.Duration `yaml:"heartbeat_interval"`
+	ReconnectMinBackoff config.Duration `yaml:"reconnect_min_backoff"`
+	ReconnectMaxBackoff config.Duration `yaml:"reconnect_max_backoff"`
+	ShutdownTimeout     config.Duration `yaml:"shutdown_timeout"`
 }
 
-// CollectorsConfig switches the collector families on and off.
+// CollectorsConfig switches the collectors on and off (docs/metrics.md
+// lists what each one sends).
 type CollectorsConfig struct {
-	CPU     bool `yaml:"cpu"`
-	Memory  bool `yaml:"memory"`
-	Disk    bool `yaml:"disk"`
-	Network bool `yaml:"network"`
+	CPU        bool `yaml:"cpu"`
+	Memory     bool `yaml:"memory"`
+	Filesystem bool `yaml:"filesystem"`
+	Disk       bool `yaml:"disk"`
+	Network    bool `yaml:"network"`
+	TCP        bool `yaml:"tcp"`
+	TCPStates  bool `yaml:"tcp_states"`
+	Processes  bool `yaml:"processes"`
+	System     bool `yaml:"system"`
+	Sensors    bool `yaml:"sensors"`
+}
+
+func (c CollectorsConfig) any() bool {
+	return c.CPU || c.Memory || c.Filesystem || c.Disk || c.Network || c.TCP || c.TCPStates || c.Processes || c.System || c.Sensors
 }
 
 // DefaultConfig returns the defaults: the host's sanitized hostname as id,
-// one broker on localhost, the seed's 5 s interval and 1024-slot buffer.
+// one broker on localhost, the seed's 5 s interval and 1024-slot ring, every
+// collector on but tcp_states (costly, see docs/metrics.md), the spool in
+// data/agent.
 func DefaultConfig() Config {
 	return Config{
-		HostID:              DefaultHostID(),
-		Brokers:             []string{"127.0.0.1:9093"},
-		Interval:            config.Duration(5 * time.Second),
-		Collectors:          CollectorsConfig{CPU: true, Memory: true, Disk: true, Network: true},
+		HostID:   DefaultHostID(),
+		Brokers:  []string{"127.0.0.1:9093"},
+		Interval: config.Duration(5 * time.Second),
+		Collectors: CollectorsConfig{CPU: true, Memory: true, Filesystem: true, Disk: true, Network: true,
+			TCP: true, Processes: true, System: true, Sensors: true},
 		CollectorTimeout:    config.Duration(2 * time.Second),
-		BufferSize:          1024,
+		TopProcesses:        5,
+		ProcPath:            "/proc",
+		SysPath:             "/sys",
+		RingSize:            1024,
+		RingMaxBytes:        4 << 20,
+		DataDir:             filepath.Join("data", "agent"),
+		SpoolMaxBytes:       256 << 20,
+		GoMaxProcs:          1,
 		BatchMaxSnapshots:   64,
 		MaxInflightBatches:  8,
 		HeartbeatInterval:   config.Duration(10 * time.Second),
@@ -106,7 +139,13 @@ func (c *Config) Validate() error {
 	checks := []error{
 		config.DurationIn("interval", c.Interval, time.Second, time.Hour),
 		config.DurationIn("collector_timeout", c.CollectorTimeout, 10*time.Millisecond, time.Hour),
-		config.IntIn("buffer_size", c.BufferSize, 16, 1<<20),
+		config.IntIn("top_processes", c.TopProcesses, 0, 100),
+		config.DurationIn("rate_window", c.RateWindow, 0, time.Hour),
+		config.IntIn("ring_size", c.RingSize, 16, 1<<20),
+		config.IntIn("ring_max_bytes", c.RingMaxBytes, 64<<10, 1<<30),
+		config.IntIn("spool_max_bytes", c.SpoolMaxBytes, 1<<20, 1<<40),
+		config.Addr("http_listen", c.HTTPListen, true),
+		config.IntIn("gomaxprocs", c.GoMaxProcs, 0, 1024),
 		config.IntIn("batch_max_snapshots", c.BatchMaxSnapshots, 1, 1000),
 		config.IntIn("max_inflight_batches", c.MaxInflightBatches, 1, 1024),
 		config.DurationIn("heartbeat_interval", c.HeartbeatInterval, time.Second, time.Hour),
@@ -118,6 +157,12 @@ func (c *Config) Validate() error {
 		if err != nil {
 			return err
 		}
+	}
+	if c.RingSize&(c.RingSize-1) != 0 {
+		return config.Errorf("ring_size", "%d is not a power of two (16, 32, … 1048576)", c.RingSize)
+	}
+	if c.ProcPath == "" || c.SysPath == "" {
+		return config.Errorf("proc_path", "proc_path and sys_path must name where /proc and /sys are mounted")
 	}
 	if c.CollectorTimeout >= c.Interval {
 		return config.Errorf("collector_timeout", "%s is not shorter than interval %s; a round must end before the next starts", c.CollectorTimeout, c.Interval)
@@ -133,14 +178,15 @@ func (c *Config) Validate() error {
 			return config.Errorf("labels."+k, "%v", err)
 		}
 	}
-	if !c.Collectors.CPU && !c.Collectors.Memory && !c.Collectors.Disk && !c.Collectors.Network {
+	if !c.Collectors.any() {
 		return config.Errorf("collectors", "every collector is off; turn at least one on")
 	}
 	return nil
 }
 
 // BindFlags binds the command-line flags of DESIGN.md §4: -broker, -host-id
-// and -interval (-config, -once and -check-config belong to main).
+// and -interval, plus -data (data_dir) and -http (http_listen), named as the
+// broker's (-config, -once and -check-config belong to main).
 func (c *Config) BindFlags(f *config.Flags) {
 	f.String("broker", "broker gRPC address(es), comma-separated host:port", func(v string) error {
 		c.Brokers = config.SplitList(v)
@@ -148,6 +194,8 @@ func (c *Config) BindFlags(f *config.Flags) {
 	})
 	f.String("host-id", "this host's id (default: the hostname)", func(v string) error { c.HostID = v; return nil })
 	f.String("interval", "collection interval, e.g. 5s (collector_timeout is lowered to half of it if not shorter)", c.SetInterval)
+	f.String("data", "directory of the spool of unacknowledged snapshots (data_dir; empty: memory only)", func(v string) error { c.DataDir = v; return nil })
+	f.String("http", "address of the /metrics and /healthz listener, e.g. :9100 (http_listen; empty: off)", func(v string) error { c.HTTPListen = v; return nil })
 }
 
 // SetInterval sets the collection interval from a duration string such as
@@ -159,6 +207,12 @@ func (c *Config) SetInterval(v string) error {
 		return fmt.Errorf("%q is not a duration such as \"5s\"", v)
 	}
 	c.Interval = config.Duration(d)
+	if c.RingSize&(c.RingSize-1) != 0 {
+		return config.Errorf("ring_size", "%d is not a power of two (16, 32, … 1048576)", c.RingSize)
+	}
+	if c.ProcPath == "" || c.SysPath == "" {
+		return config.Errorf("proc_path", "proc_path and sys_path must name where /proc and /sys are mounted")
+	}
 	if c.CollectorTimeout >= c.Interval {
 		c.CollectorTimeout = c.Interval / 2
 	}

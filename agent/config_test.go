@@ -2,6 +2,7 @@ package agent
 
 import (
 	"flag"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -19,16 +20,22 @@ func TestShippedConfigLoads(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	// The shipped file must state the defaults, not drift from them.
+	// The shipped file must state the defaults, not drift from them (the
+	// host id is left commented out: it defaults to the hostname).
 	def := DefaultConfig()
-	if cfg.Interval != def.Interval || cfg.BufferSize != 1024 || cfg.CollectorTimeout != def.CollectorTimeout ||
-		cfg.BatchMaxSnapshots != def.BatchMaxSnapshots || cfg.MaxInflightBatches != def.MaxInflightBatches ||
-		cfg.HeartbeatInterval != def.HeartbeatInterval || cfg.ReconnectMinBackoff != def.ReconnectMinBackoff ||
-		cfg.ReconnectMaxBackoff != def.ReconnectMaxBackoff || cfg.ShutdownTimeout != def.ShutdownTimeout ||
-		cfg.Collectors != def.Collectors || len(cfg.Brokers) != 1 || cfg.Brokers[0] != def.Brokers[0] ||
-		cfg.HostID != def.HostID || len(cfg.Labels) != 0 {
+	if !equalIgnoringLabels(cfg, def) || len(cfg.Labels) != 0 {
 		t.Fatalf("configs/agent.yaml differs from DefaultConfig:\n got %+v\nwant %+v", cfg, def)
 	}
+	if cfg.RingSize != 1024 || cfg.DataDir != "data/agent" || cfg.HTTPListen != "" {
+		t.Fatalf("seed defaults changed: ring %d data_dir %q http %q", cfg.RingSize, cfg.DataDir, cfg.HTTPListen)
+	}
+}
+
+// equalIgnoringLabels compares configs whose labels are both empty (nil
+// and an empty map are the same here).
+func equalIgnoringLabels(a, b Config) bool {
+	a.Labels, b.Labels = nil, nil
+	return reflect.DeepEqual(a, b)
 }
 
 func TestBadConfigs(t *testing.T) {
@@ -46,16 +53,18 @@ func TestFlagsOverrideFile(t *testing.T) {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	flags := config.NewFlags(fs)
 	cfg.BindFlags(flags)
-	if err := fs.Parse([]string{"-broker", "10.0.0.1:9093, 10.0.0.2:9093", "-host-id", "db-7", "-interval", "2s"}); err != nil {
+	if err := fs.Parse([]string{"-broker", "10.0.0.1:9093, 10.0.0.2:9093", "-host-id", "db-7", "-interval", "2s",
+		"-data", "/var/lib/monitor/agent", "-http", "127.0.0.1:9100"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := config.Decode([]byte("interval: 30s\nbuffer_size: 64\nhost_id: from-file\n"), &cfg); err != nil {
+	if err := config.Decode([]byte("interval: 30s\nring_size: 64\nhost_id: from-file\ndata_dir: x\n"), &cfg); err != nil {
 		t.Fatal(err)
 	}
 	if err := flags.Apply(); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Interval.D() != 2*time.Second || cfg.HostID != "db-7" || cfg.BufferSize != 64 || cfg.CollectorTimeout.D() != time.Second {
+	if cfg.Interval.D() != 2*time.Second || cfg.HostID != "db-7" || cfg.RingSize != 64 || cfg.CollectorTimeout.D() != time.Second ||
+		cfg.DataDir != "/var/lib/monitor/agent" || cfg.HTTPListen != "127.0.0.1:9100" {
 		t.Fatalf("flags must win over the file and leave other keys: %+v", cfg)
 	}
 	if len(cfg.Brokers) != 2 || cfg.Brokers[1] != "10.0.0.2:9093" {

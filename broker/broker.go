@@ -6,9 +6,11 @@
 //
 // Lifetime: New opens storage and binds the listeners; Run serves until its
 // context ends, then shuts down in this order (reverse of start-up):
-//  1. drain ingest: every Ingest stream finishes the batch it is writing,
-//     acks it, and ends with Unavailable so agents fail over; Subscribe
-//     streams end;
+//  1. drain ingest: Ingest streams stop taking batches; the write queue
+//     stops admitting, writes everything it holds at once and completes
+//     every batch; each stream acks what was stored and ends with
+//     Unavailable so agents fail over (what was not stored stays with the
+//     agent); Subscribe streams end;
 //  2. stop the gRPC server (graceful, bounded by shutdown_timeout);
 //  3. stop the HTTP server;
 //  4. close storage — after every write has returned, so nothing
@@ -32,6 +34,7 @@ import (
 
 	"github.com/monitorhq/monitor/broker/internal/ingest"
 	"github.com/monitorhq/monitor/broker/internal/service"
+	"github.com/monitorhq/monitor/pkg/queue"
 	"github.com/monitorhq/monitor/pkg/storage"
 	"github.com/monitorhq/monitor/pkg/storage/embedded"
 	"github.com/monitorhq/monitor/pkg/storage/redisstore"
@@ -68,16 +71,26 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) 
 			MaxFutureSkew:         cfg.Ingest.MaxFutureSkew.D(),
 			MaxAge:                cfg.Storage.TTL.D(),
 		},
-		WriteTimeout:      cfg.Ingest.WriteTimeout.D(),
-		RetryAfter:        cfg.Ingest.RetryAfter.D(),
+		WriteTimeout:       cfg.Ingest.WriteTimeout.D(),
+		RetryAfter:         cfg.Ingest.RetryAfter.D(),
+		MaxInflightBatches: cfg.Ingest.MaxInflightBatches,
+		Queue: queue.Config{
+			Capacity:       cfg.Ingest.Queue.Capacity,
+			FlushSnapshots: cfg.Ingest.Queue.FlushSnapshots,
+			FlushInterval:  cfg.Ingest.Queue.FlushInterval.D(),
+			Workers:        cfg.Ingest.Queue.Workers,
+			WriteTimeout:   cfg.Ingest.WriteTimeout.D(),
+		},
 		HeartbeatInterval: cfg.Hosts.HeartbeatInterval.D(),
 		OfflineAfter:      cfg.Hosts.OfflineAfter.D(),
 		MaxRange:          cfg.Query.MaxRange.D(),
 		QueryTimeout:      cfg.Query.Timeout.D(),
+		Query:             cfg.queryOptions(),
 	}, logger)
 
 	b.grpcLis, err = net.Listen("tcp", cfg.GRPCListen)
 	if err != nil {
+		b.svc.Drain() // stops the write queue's workers
 		store.Close()
 		return nil, fmt.Errorf("listen gRPC on %s: %w", cfg.GRPCListen, err)
 	}
@@ -92,6 +105,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) 
 		b.httpLis, err = net.Listen("tcp", cfg.HTTPListen)
 		if err != nil {
 			b.grpcLis.Close()
+			b.svc.Drain()
 			store.Close()
 			return nil, fmt.Errorf("listen HTTP on %s: %w", cfg.HTTPListen, err)
 		}
@@ -105,24 +119,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) 
 func openStorage(ctx context.Context, cfg Config, logger *slog.Logger) (storage.Store, error) {
 	switch cfg.Storage.Backend {
 	case "redis":
-		shards := make([]redisstore.ShardConfig, len(cfg.Storage.Redis.Shards))
-		for i, s := range cfg.Storage.Redis.Shards {
-			shards[i] = redisstore.ShardConfig{Addr: s.Addr, Username: s.Username, Password: s.Password, DB: s.DB, TLS: s.TLS}
-		}
-		return redisstore.New(ctx, redisstore.Config{
-			Shards:       shards,
-			KeyPrefix:    cfg.Storage.KeyPrefix,
-			Retention:    cfg.Storage.TTL.D(),
-			HostTTL:      cfg.Storage.DefaultTTL.D(),
-			VirtualNodes: cfg.Hash.VirtualNodes,
-			ReadChunk:    cfg.Storage.Redis.ReadChunk,
-		}, logger)
+		return redisstore.New(ctx, cfg.redisStoreConfig(), logger)
 	default:
-		return embedded.Open(filepath.Join(cfg.DataDir, "embedded"), embedded.Options{
-			Retention:     cfg.Storage.TTL.D(),
-			SweepInterval: cfg.Storage.Embedded.SweepInterval.D(),
-			HostTTL:       cfg.Storage.DefaultTTL.D(),
-		}, logger)
+		return embedded.Open(filepath.Join(cfg.DataDir, "embedded"), cfg.embeddedOptions(), logger)
 	}
 }
 
@@ -168,7 +167,9 @@ func (b *Broker) Run(ctx context.Context) error {
 		err = fmt.Errorf("close storage: %w", cerr)
 	}
 	st := b.svc.Stats()
-	b.log.Info("broker stopped", "batches_acked", st.BatchesAcked, "snapshots_stored", st.SnapshotsStored, "write_failures", st.WriteFailures)
+	b.log.Info("broker stopped", "batches_acked", st.BatchesAcked, "snapshots_stored", st.SnapshotsStored,
+		"write_failures", st.WriteFailures, "queue_full", st.QueueFull, "flushes", st.Queue.Flushes,
+		"mean_flush_snapshots", st.Queue.FlushSize.Mean())
 	return err
 }
 

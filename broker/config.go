@@ -2,10 +2,14 @@ package broker
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/monitorhq/monitor/broker/internal/service"
 	"github.com/monitorhq/monitor/pkg/config"
+	"github.com/monitorhq/monitor/pkg/storage"
+	"github.com/monitorhq/monitor/pkg/storage/embedded"
 	"github.com/monitorhq/monitor/pkg/storage/redisstore"
 )
 
@@ -34,23 +38,48 @@ type StorageConfig struct {
 	KeyPrefix  string          `yaml:"key_prefix"`
 	TTL        config.Duration `yaml:"ttl"`
 	DefaultTTL config.Duration `yaml:"default_ttl"`
+	Rollups    RollupsConfig   `yaml:"rollups"`
 	Redis      RedisConfig     `yaml:"redis"`
 	Embedded   EmbeddedConfig  `yaml:"embedded"`
 }
 
-// RedisConfig lists the Redis shards.
-type RedisConfig struct {
-	Shards    []RedisShard `yaml:"shards"`
-	ReadChunk int          `yaml:"read_chunk"`
+// RollupsConfig is the 1-minute and 1-hour aggregates kept as data arrives
+// (both backends).
+type RollupsConfig struct {
+	Enabled   bool            `yaml:"enabled"`
+	MinuteTTL config.Duration `yaml:"minute_ttl"`
+	HourTTL   config.Duration `yaml:"hour_ttl"`
 }
 
-// RedisShard is one Redis primary.
+// RedisConfig lists the Redis shards.
+type RedisConfig struct {
+	Shards           []RedisShard `yaml:"shards"`
+	ReadFromReplicas bool         `yaml:"read_from_replicas"`
+	ReadChunk        int          `yaml:"read_chunk"`
+}
+
+// RedisShard is one shard: a primary with optional replicas, or a Redis
+// Cluster (cluster: true, seed nodes in addrs).
 type RedisShard struct {
-	Addr     string `yaml:"addr"`
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
-	DB       int    `yaml:"db"`
-	TLS      bool   `yaml:"tls"`
+	Name     string   `yaml:"name"`
+	Addr     string   `yaml:"addr"`
+	Replicas []string `yaml:"replicas"`
+	Username string   `yaml:"username"`
+	Password string   `yaml:"password"`
+	DB       int      `yaml:"db"`
+	TLS      RedisTLS `yaml:"tls"`
+	Cluster  bool     `yaml:"cluster"`
+	Addrs    []string `yaml:"addrs"`
+}
+
+// RedisTLS is a shard's TLS client configuration.
+type RedisTLS struct {
+	Enabled            bool   `yaml:"enabled"`
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
 }
 
 // EmbeddedConfig tunes the on-disk store.
@@ -63,13 +92,26 @@ type HashConfig struct {
 	VirtualNodes int `yaml:"virtual_nodes"`
 }
 
-// IngestConfig bounds what one agent batch may carry.
+// IngestConfig bounds what one agent batch may carry and tunes the write
+// path (the Ingest streams and the write queue, pkg/queue).
 type IngestConfig struct {
 	MaxBatchSnapshots     int             `yaml:"max_batch_snapshots"`
 	MaxSamplesPerSnapshot int             `yaml:"max_samples_per_snapshot"`
 	MaxFutureSkew         config.Duration `yaml:"max_future_skew"`
 	WriteTimeout          config.Duration `yaml:"write_timeout"`
 	RetryAfter            config.Duration `yaml:"retry_after"`
+	MaxInflightBatches    int             `yaml:"max_inflight_batches"`
+	Queue                 QueueConfig     `yaml:"queue"`
+}
+
+// QueueConfig is the write queue: one lane per storage shard, each flushed
+// as one pipeline when it holds flush_snapshots or its oldest snapshot
+// waited flush_interval.
+type QueueConfig struct {
+	Capacity       int             `yaml:"capacity"`
+	FlushSnapshots int             `yaml:"flush_snapshots"`
+	FlushInterval  config.Duration `yaml:"flush_interval"`
+	Workers        int             `yaml:"workers"`
 }
 
 // HostsConfig is the host registry's liveness.
@@ -80,8 +122,10 @@ type HostsConfig struct {
 
 // QueryConfig bounds range queries.
 type QueryConfig struct {
-	MaxRange config.Duration `yaml:"max_range"`
-	Timeout  config.Duration `yaml:"timeout"`
+	MaxRange    config.Duration `yaml:"max_range"`
+	Timeout     config.Duration `yaml:"timeout"`
+	MaxPoints   int             `yaml:"max_points"`
+	RawInterval config.Duration `yaml:"raw_interval"`
 }
 
 // RaftConfig holds the seed's Raft timings. The Raft control plane lands
@@ -104,8 +148,13 @@ func DefaultConfig() Config {
 			KeyPrefix:  "monitor:",
 			TTL:        config.Duration(7 * 24 * time.Hour),
 			DefaultTTL: config.Duration(7 * 24 * time.Hour),
-			Redis:      RedisConfig{ReadChunk: 256},
-			Embedded:   EmbeddedConfig{SweepInterval: config.Duration(10 * time.Minute)},
+			Rollups: RollupsConfig{
+				Enabled:   true,
+				MinuteTTL: config.Duration(storage.DefaultMinuteRetention),
+				HourTTL:   config.Duration(storage.DefaultHourRetention),
+			},
+			Redis:    RedisConfig{ReadChunk: 256},
+			Embedded: EmbeddedConfig{SweepInterval: config.Duration(10 * time.Minute)},
 		},
 		Hash: HashConfig{VirtualNodes: 50},
 		Ingest: IngestConfig{
@@ -114,14 +163,23 @@ func DefaultConfig() Config {
 			MaxFutureSkew:         config.Duration(10 * time.Minute),
 			WriteTimeout:          config.Duration(5 * time.Second),
 			RetryAfter:            config.Duration(time.Second),
+			MaxInflightBatches:    16,
+			Queue: QueueConfig{
+				Capacity:       20000,
+				FlushSnapshots: 256,
+				FlushInterval:  config.Duration(5 * time.Millisecond),
+				Workers:        2,
+			},
 		},
 		Hosts: HostsConfig{
 			HeartbeatInterval: config.Duration(10 * time.Second),
 			OfflineAfter:      config.Duration(30 * time.Second),
 		},
 		Query: QueryConfig{
-			MaxRange: config.Duration(7 * 24 * time.Hour),
-			Timeout:  config.Duration(30 * time.Second),
+			MaxRange:    config.Duration(7 * 24 * time.Hour),
+			Timeout:     config.Duration(30 * time.Second),
+			MaxPoints:   service.DefaultMaxPoints,
+			RawInterval: config.Duration(service.DefaultRawInterval),
 		},
 		Raft: RaftConfig{
 			Listen:           ":9094",
@@ -152,10 +210,19 @@ func (c *Config) Validate() error {
 		config.DurationIn("ingest.max_future_skew", c.Ingest.MaxFutureSkew, time.Second, 24*time.Hour),
 		config.DurationIn("ingest.write_timeout", c.Ingest.WriteTimeout, 100*time.Millisecond, 5*time.Minute),
 		config.DurationIn("ingest.retry_after", c.Ingest.RetryAfter, 10*time.Millisecond, 5*time.Minute),
+		config.IntIn("ingest.max_inflight_batches", c.Ingest.MaxInflightBatches, 1, 1024),
+		config.IntIn("ingest.queue.capacity", c.Ingest.Queue.Capacity, 1, 10000000),
+		config.IntIn("ingest.queue.flush_snapshots", c.Ingest.Queue.FlushSnapshots, 1, 100000),
+		config.DurationIn("ingest.queue.flush_interval", c.Ingest.Queue.FlushInterval, 100*time.Microsecond, 10*time.Second),
+		config.IntIn("ingest.queue.workers", c.Ingest.Queue.Workers, 1, 64),
 		config.DurationIn("hosts.heartbeat_interval", c.Hosts.HeartbeatInterval, time.Second, time.Hour),
 		config.DurationIn("hosts.offline_after", c.Hosts.OfflineAfter, time.Second, 24*time.Hour),
 		config.DurationIn("query.max_range", c.Query.MaxRange, time.Minute, 10*365*24*time.Hour),
 		config.DurationIn("query.timeout", c.Query.Timeout, 100*time.Millisecond, 10*time.Minute),
+		config.IntIn("query.max_points", c.Query.MaxPoints, 100, 1000000),
+		config.DurationIn("query.raw_interval", c.Query.RawInterval, time.Second, time.Hour),
+		config.DurationIn("storage.rollups.minute_ttl", c.Storage.Rollups.MinuteTTL, time.Hour, 10*365*24*time.Hour),
+		config.DurationIn("storage.rollups.hour_ttl", c.Storage.Rollups.HourTTL, time.Hour, 10*365*24*time.Hour),
 		config.DurationIn("raft.heartbeat_timeout", c.Raft.HeartbeatTimeout, 10*time.Millisecond, time.Minute),
 		config.DurationIn("raft.election_timeout", c.Raft.ElectionTimeout, 10*time.Millisecond, time.Minute),
 		config.IntIn("max_recv_msg_bytes", c.MaxRecvMsgBytes, 64<<10, 256<<20),
@@ -165,6 +232,9 @@ func (c *Config) Validate() error {
 		if err != nil {
 			return err
 		}
+	}
+	if c.Ingest.Queue.FlushSnapshots > c.Ingest.Queue.Capacity {
+		return config.Errorf("ingest.queue.flush_snapshots", "%d is larger than ingest.queue.capacity %d; a lane could never fill to it", c.Ingest.Queue.FlushSnapshots, c.Ingest.Queue.Capacity)
 	}
 	if c.Hosts.OfflineAfter < c.Hosts.HeartbeatInterval {
 		return config.Errorf("hosts.offline_after", "%s is shorter than hosts.heartbeat_interval %s; a live host would flap offline", c.Hosts.OfflineAfter, c.Hosts.HeartbeatInterval)
@@ -184,19 +254,21 @@ func (c *Config) Validate() error {
 		if len(c.Storage.Redis.Shards) == 0 {
 			return config.Errorf("storage.redis.shards", "is empty; list at least one shard (addr: host:port) or use -storage redis://host:port")
 		}
-		seen := map[string]bool{}
+		names := map[string]int{}
 		for i, s := range c.Storage.Redis.Shards {
 			key := fmt.Sprintf("storage.redis.shards[%d]", i)
-			if err := config.Addr(key+".addr", s.Addr, false); err != nil {
+			if err := s.validate(key); err != nil {
 				return err
 			}
-			if seen[s.Addr] {
-				return config.Errorf(key+".addr", "%q is listed twice", s.Addr)
+			name := s.storeConfig().Name
+			if j, dup := names[name]; dup {
+				what := key + ".addr"
+				if s.Name != "" {
+					what = key + ".name"
+				}
+				return config.Errorf(what, "%q is listed twice (also shards[%d]); each shard is one member of the hash ring", name, j)
 			}
-			seen[s.Addr] = true
-			if err := config.IntIn(key+".db", s.DB, 0, 15); err != nil {
-				return err
-			}
+			names[name] = i
 		}
 	default:
 		return config.Errorf("storage.backend", "%q is not a backend; allowed: embedded, redis", c.Storage.Backend)
@@ -218,9 +290,140 @@ func (c *Config) SetStorageSpec(spec string) error {
 	c.Storage.Backend = "redis"
 	c.Storage.Redis.Shards = c.Storage.Redis.Shards[:0]
 	for _, s := range shards {
-		c.Storage.Redis.Shards = append(c.Storage.Redis.Shards, RedisShard{Addr: s.Addr, Username: s.Username, Password: s.Password, DB: s.DB, TLS: s.TLS})
+		c.Storage.Redis.Shards = append(c.Storage.Redis.Shards, RedisShard{
+			Addr: s.Addr, Username: s.Username, Password: s.Password, DB: s.DB, TLS: RedisTLS{Enabled: s.TLS.Enabled},
+		})
 	}
 	return nil
+}
+
+// validate checks one shard; key is its config key
+// (storage.redis.shards[i]). Errors never contain the password.
+func (s *RedisShard) validate(key string) error {
+	if s.Cluster {
+		if s.Name == "" {
+			return config.Errorf(key+".name", "is empty; a cluster shard needs a name (its member on the hash ring), e.g. cluster-a")
+		}
+		if s.Addr != "" || len(s.Replicas) > 0 {
+			return config.Errorf(key+".addr", "is set on a cluster shard; list the cluster's seed nodes in addrs (the cluster finds its replicas itself)")
+		}
+		if len(s.Addrs) == 0 {
+			return config.Errorf(key+".addrs", "is empty; a cluster shard needs at least one seed node host:port")
+		}
+		for j, a := range s.Addrs {
+			if err := config.Addr(fmt.Sprintf("%s.addrs[%d]", key, j), a, false); err != nil {
+				return err
+			}
+		}
+		if s.DB != 0 {
+			return config.Errorf(key+".db", "%d on a cluster shard; a Redis Cluster has only database 0", s.DB)
+		}
+	} else {
+		if err := config.Addr(key+".addr", s.Addr, false); err != nil {
+			return err
+		}
+		if len(s.Addrs) > 0 {
+			return config.Errorf(key+".addrs", "is set but cluster is false; use addr (and replicas) for a single primary, or set cluster: true")
+		}
+		for j, a := range s.Replicas {
+			if err := config.Addr(fmt.Sprintf("%s.replicas[%d]", key, j), a, false); err != nil {
+				return err
+			}
+			if a == s.Addr {
+				return config.Errorf(fmt.Sprintf("%s.replicas[%d]", key, j), "%q is the shard's primary", a)
+			}
+		}
+		if err := config.IntIn(key+".db", s.DB, 0, 15); err != nil {
+			return err
+		}
+	}
+	if s.Name != "" && strings.ContainsAny(s.Name, " \t\r\n") {
+		return config.Errorf(key+".name", "%q has white space", s.Name)
+	}
+	t := s.TLS
+	if !t.Enabled && (t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify) {
+		return config.Errorf(key+".tls.enabled", "is false but other tls keys are set; set enabled: true or remove them")
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return config.Errorf(key+".tls.cert_file", "and tls.key_file go together: set both (a client certificate) or neither")
+	}
+	for _, f := range []struct{ key, path string }{{"ca_file", t.CAFile}, {"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return config.Errorf(key+".tls."+f.key, "%v", err)
+		}
+	}
+	return nil
+}
+
+// storeConfig is the shard as pkg/storage/redisstore takes it.
+func (s *RedisShard) storeConfig() redisstore.ShardConfig {
+	sc := redisstore.ShardConfig{
+		Name: s.Name, Addr: s.Addr, Replicas: s.Replicas, Username: s.Username, Password: s.Password, DB: s.DB,
+		TLS: redisstore.TLSConfig{
+			Enabled: s.TLS.Enabled, CAFile: s.TLS.CAFile, CertFile: s.TLS.CertFile, KeyFile: s.TLS.KeyFile,
+			ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify,
+		},
+		Cluster: s.Cluster, ClusterAddrs: s.Addrs,
+	}
+	if sc.Name == "" && !sc.Cluster {
+		sc.Name = sc.Addr
+		if sc.DB != 0 {
+			sc.Name = fmt.Sprintf("%s/%d", sc.Addr, sc.DB)
+		}
+	}
+	return sc
+}
+
+// rollups is storage.rollups as the backends take it.
+func (c *Config) rollups() storage.RollupRetention {
+	return storage.RollupRetention{Minute: c.Storage.Rollups.MinuteTTL.D(), Hour: c.Storage.Rollups.HourTTL.D()}
+}
+
+// redisStoreConfig is the Redis backend's configuration (storage.backend
+// redis).
+func (c *Config) redisStoreConfig() redisstore.Config {
+	shards := make([]redisstore.ShardConfig, len(c.Storage.Redis.Shards))
+	for i := range c.Storage.Redis.Shards {
+		shards[i] = c.Storage.Redis.Shards[i].storeConfig()
+	}
+	return redisstore.Config{
+		Shards:           shards,
+		KeyPrefix:        c.Storage.KeyPrefix,
+		Retention:        c.Storage.TTL.D(),
+		HostTTL:          c.Storage.DefaultTTL.D(),
+		Rollups:          c.rollups(),
+		NoRollups:        !c.Storage.Rollups.Enabled,
+		ReadFromReplicas: c.Storage.Redis.ReadFromReplicas,
+		VirtualNodes:     c.Hash.VirtualNodes,
+		ReadChunk:        c.Storage.Redis.ReadChunk,
+	}
+}
+
+// embeddedOptions are the embedded backend's options (storage.backend
+// embedded).
+func (c *Config) embeddedOptions() embedded.Options {
+	return embedded.Options{
+		Retention:     c.Storage.TTL.D(),
+		SweepInterval: c.Storage.Embedded.SweepInterval.D(),
+		HostTTL:       c.Storage.DefaultTTL.D(),
+		Rollups:       c.rollups(),
+		NoRollups:     !c.Storage.Rollups.Enabled,
+	}
+}
+
+// queryOptions are the range queries' resolution choice: the query section
+// and the retention of each resolution.
+func (c *Config) queryOptions() service.QueryOptions {
+	return service.QueryOptions{
+		MaxPoints:    c.Query.MaxPoints,
+		RawInterval:  c.Query.RawInterval.D(),
+		RawRetention: c.Storage.TTL.D(),
+		Rollups:      c.rollups(),
+		NoRollups:    !c.Storage.Rollups.Enabled,
+	}
 }
 
 // BindFlags binds the command-line flags of DESIGN.md §4.

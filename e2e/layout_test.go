@@ -46,6 +46,7 @@ func TestSeedLayoutAfterRealAgentRun(t *testing.T) {
 	acfg.HostID = "layout-host"
 	acfg.Labels = map[string]string{"role": "db"}
 	acfg.Brokers = []string{b.GRPCAddr()}
+	acfg.DataDir = t.TempDir()
 	acfg.Interval = config.Duration(time.Second)
 	acfg.CollectorTimeout = config.Duration(500 * time.Millisecond)
 	a, err := agent.New(acfg, logger)
@@ -90,6 +91,14 @@ func TestSeedLayoutAfterRealAgentRun(t *testing.T) {
 		case strings.HasPrefix(k, "monitor:metrics:layout-host:"):
 			hashes = append(hashes, k)
 		case k == index, k == "monitor:hosts", k == "monitor:host:layout-host":
+		case strings.HasPrefix(k, "monitor:rollup:1m:layout-host:"), strings.HasPrefix(k, "monitor:rollup:1h:layout-host:"),
+			strings.HasPrefix(k, "monitor:rollup:seen:layout-host:"),
+			k == "monitor:index:rollup:1m:layout-host", k == "monitor:index:rollup:1h:layout-host":
+			// The rollups (docs/storage.md); pkg/storage/redisstore's
+			// tests check their contents.
+			if d := rdb.TTL(ctx, k).Val(); d <= 0 {
+				t.Errorf("rollup key %s has TTL %v", k, d)
+			}
 		default:
 			t.Errorf("undocumented key %q", k)
 		}

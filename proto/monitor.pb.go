@@ -85,6 +85,60 @@ func (Priority) EnumDescriptor() ([]byte, []int) {
 	return file_proto_monitor_proto_rawDescGZIP(), []int{0}
 }
 
+// Resolution is what a range query reads: the stored snapshots (raw) or
+// the 1-minute or 1-hour rollups kept as data arrives.
+type Resolution int32
+
+const (
+	Resolution_RESOLUTION_AUTO Resolution = 0 // request only: the broker chooses
+	Resolution_RESOLUTION_RAW  Resolution = 1
+	Resolution_RESOLUTION_1M   Resolution = 2
+	Resolution_RESOLUTION_1H   Resolution = 3
+)
+
+// Enum value maps for Resolution.
+var (
+	Resolution_name = map[int32]string{
+		0: "RESOLUTION_AUTO",
+		1: "RESOLUTION_RAW",
+		2: "RESOLUTION_1M",
+		3: "RESOLUTION_1H",
+	}
+	Resolution_value = map[string]int32{
+		"RESOLUTION_AUTO": 0,
+		"RESOLUTION_RAW":  1,
+		"RESOLUTION_1M":   2,
+		"RESOLUTION_1H":   3,
+	}
+)
+
+func (x Resolution) Enum() *Resolution {
+	p := new(Resolution)
+	*p = x
+	return p
+}
+
+func (x Resolution) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Resolution) Descriptor() protoreflect.EnumDescriptor {
+	return file_proto_monitor_proto_enumTypes[1].Descriptor()
+}
+
+func (Resolution) Type() protoreflect.EnumType {
+	return &file_proto_monitor_proto_enumTypes[1]
+}
+
+func (x Resolution) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Resolution.Descriptor instead.
+func (Resolution) EnumDescriptor() ([]byte, []int) {
+	return file_proto_monitor_proto_rawDescGZIP(), []int{1}
+}
+
 // Metric is one sample of one series. The series is name plus labels; it is
 // stored in Redis as the field "metric:name{k=v,...}" (labels sorted by key).
 type Metric struct {
@@ -1299,13 +1353,21 @@ func (x *LatestResponse) GetSnapshot() *Snapshot {
 // an exact family ("cpu.usage_percent"), an exact series with labels
 // ("net.rx_bytes_per_sec{interface=eth0}"), or a prefix ending in "*".
 // Empty names select every series.
+//
+// With resolution AUTO the broker picks the finest resolution whose
+// retention covers from and that reads at most its query.max_points points
+// per series: raw, else 1 minute, else 1 hour. A step > 0 starts the
+// choice at the coarsest resolution not coarser than step. An explicit
+// resolution is used as asked, and refused (InvalidArgument) when it would
+// read more than query.max_points points per series.
 type QueryRangeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	HostId        string                 `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
 	Names         []string               `protobuf:"bytes,2,rep,name=names,proto3" json:"names,omitempty"`
 	From          int64                  `protobuf:"varint,3,opt,name=from,proto3" json:"from,omitempty"` // Unix seconds, inclusive
 	To            int64                  `protobuf:"varint,4,opt,name=to,proto3" json:"to,omitempty"`     // Unix seconds, inclusive
-	Step          int64                  `protobuf:"varint,5,opt,name=step,proto3" json:"step,omitempty"` // seconds; > 0 averages samples per step
+	Step          int64                  `protobuf:"varint,5,opt,name=step,proto3" json:"step,omitempty"` // seconds; > 0 aggregates points per step
+	Resolution    Resolution             `protobuf:"varint,6,opt,name=resolution,proto3,enum=monitor.v1.Resolution" json:"resolution,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1375,10 +1437,25 @@ func (x *QueryRangeRequest) GetStep() int64 {
 	return 0
 }
 
+func (x *QueryRangeRequest) GetResolution() Resolution {
+	if x != nil {
+		return x.Resolution
+	}
+	return Resolution_RESOLUTION_AUTO
+}
+
+// Point is one sample, or the aggregate of several (count > 0): a step
+// bucket or a rollup bucket, timestamped at the bucket start, with value =
+// the average, min, max, and last = the value with the newest timestamp.
+// count == 0 marks a raw sample (min = max = last = value, not sent).
 type Point struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Timestamp     int64                  `protobuf:"varint,1,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	Value         float64                `protobuf:"fixed64,2,opt,name=value,proto3" json:"value,omitempty"`
+	Min           float64                `protobuf:"fixed64,3,opt,name=min,proto3" json:"min,omitempty"`
+	Max           float64                `protobuf:"fixed64,4,opt,name=max,proto3" json:"max,omitempty"`
+	Count         uint64                 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	Last          float64                `protobuf:"fixed64,6,opt,name=last,proto3" json:"last,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1423,6 +1500,34 @@ func (x *Point) GetTimestamp() int64 {
 func (x *Point) GetValue() float64 {
 	if x != nil {
 		return x.Value
+	}
+	return 0
+}
+
+func (x *Point) GetMin() float64 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+func (x *Point) GetMax() float64 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *Point) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Point) GetLast() float64 {
+	if x != nil {
+		return x.Last
 	}
 	return 0
 }
@@ -1499,7 +1604,13 @@ type QueryRangeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	HostId        string                 `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
 	Series        []*Series              `protobuf:"bytes,2,rep,name=series,proto3" json:"series,omitempty"`
-	SnapshotsRead uint32                 `protobuf:"varint,3,opt,name=snapshots_read,json=snapshotsRead,proto3" json:"snapshots_read,omitempty"`
+	SnapshotsRead uint32                 `protobuf:"varint,3,opt,name=snapshots_read,json=snapshotsRead,proto3" json:"snapshots_read,omitempty"` // raw snapshots read (resolution RAW)
+	Resolution    Resolution             `protobuf:"varint,4,opt,name=resolution,proto3,enum=monitor.v1.Resolution" json:"resolution,omitempty"` // what was read: RAW, 1M or 1H
+	// Width of the returned points in seconds: for RAW the request's step
+	// (0: every sample); for rollups the bucket width (60, 3600) or the
+	// request's step rounded up to a multiple of it.
+	Step          int64  `protobuf:"varint,5,opt,name=step,proto3" json:"step,omitempty"`
+	BucketsRead   uint32 `protobuf:"varint,6,opt,name=buckets_read,json=bucketsRead,proto3" json:"buckets_read,omitempty"` // rollup buckets read (resolution 1M, 1H)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1551,6 +1662,27 @@ func (x *QueryRangeResponse) GetSeries() []*Series {
 func (x *QueryRangeResponse) GetSnapshotsRead() uint32 {
 	if x != nil {
 		return x.SnapshotsRead
+	}
+	return 0
+}
+
+func (x *QueryRangeResponse) GetResolution() Resolution {
+	if x != nil {
+		return x.Resolution
+	}
+	return Resolution_RESOLUTION_AUTO
+}
+
+func (x *QueryRangeResponse) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *QueryRangeResponse) GetBucketsRead() uint32 {
+	if x != nil {
+		return x.BucketsRead
 	}
 	return 0
 }
@@ -1754,16 +1886,23 @@ const file_proto_monitor_proto_rawDesc = "" +
 	"\rLatestRequest\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\"B\n" +
 	"\x0eLatestResponse\x120\n" +
-	"\bsnapshot\x18\x01 \x01(\v2\x14.monitor.v1.SnapshotR\bsnapshot\"z\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x14.monitor.v1.SnapshotR\bsnapshot\"\xb2\x01\n" +
 	"\x11QueryRangeRequest\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\tR\x05names\x12\x12\n" +
 	"\x04from\x18\x03 \x01(\x03R\x04from\x12\x0e\n" +
 	"\x02to\x18\x04 \x01(\x03R\x02to\x12\x12\n" +
-	"\x04step\x18\x05 \x01(\x03R\x04step\";\n" +
+	"\x04step\x18\x05 \x01(\x03R\x04step\x126\n" +
+	"\n" +
+	"resolution\x18\x06 \x01(\x0e2\x16.monitor.v1.ResolutionR\n" +
+	"resolution\"\x89\x01\n" +
 	"\x05Point\x12\x1c\n" +
 	"\ttimestamp\x18\x01 \x01(\x03R\ttimestamp\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value\"\xce\x01\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value\x12\x10\n" +
+	"\x03min\x18\x03 \x01(\x01R\x03min\x12\x10\n" +
+	"\x03max\x18\x04 \x01(\x01R\x03max\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\x04R\x05count\x12\x12\n" +
+	"\x04last\x18\x06 \x01(\x01R\x04last\"\xce\x01\n" +
 	"\x06Series\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1e.monitor.v1.Series.LabelsEntryR\x06labels\x12\x12\n" +
@@ -1771,11 +1910,16 @@ const file_proto_monitor_proto_rawDesc = "" +
 	"\x06points\x18\x04 \x03(\v2\x11.monitor.v1.PointR\x06points\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xef\x01\n" +
 	"\x12QueryRangeResponse\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12*\n" +
 	"\x06series\x18\x02 \x03(\v2\x12.monitor.v1.SeriesR\x06series\x12%\n" +
-	"\x0esnapshots_read\x18\x03 \x01(\rR\rsnapshotsRead\"-\n" +
+	"\x0esnapshots_read\x18\x03 \x01(\rR\rsnapshotsRead\x126\n" +
+	"\n" +
+	"resolution\x18\x04 \x01(\x0e2\x16.monitor.v1.ResolutionR\n" +
+	"resolution\x12\x12\n" +
+	"\x04step\x18\x05 \x01(\x03R\x04step\x12!\n" +
+	"\fbuckets_read\x18\x06 \x01(\rR\vbucketsRead\"-\n" +
 	"\x10SubscribeRequest\x12\x19\n" +
 	"\bhost_ids\x18\x01 \x03(\tR\ahostIds\"[\n" +
 	"\vStoredBatch\x122\n" +
@@ -1786,7 +1930,13 @@ const file_proto_monitor_proto_rawDesc = "" +
 	"\fPRIORITY_LOW\x10\x01\x12\x13\n" +
 	"\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n" +
 	"\rPRIORITY_HIGH\x10\x03\x12\x15\n" +
-	"\x11PRIORITY_CRITICAL\x10\x042\x84\x04\n" +
+	"\x11PRIORITY_CRITICAL\x10\x04*[\n" +
+	"\n" +
+	"Resolution\x12\x13\n" +
+	"\x0fRESOLUTION_AUTO\x10\x00\x12\x12\n" +
+	"\x0eRESOLUTION_RAW\x10\x01\x12\x11\n" +
+	"\rRESOLUTION_1M\x10\x02\x12\x11\n" +
+	"\rRESOLUTION_1H\x10\x032\x84\x04\n" +
 	"\x0eMonitorService\x12C\n" +
 	"\x06Ingest\x12\x19.monitor.v1.IngestRequest\x1a\x1a.monitor.v1.IngestResponse(\x010\x01\x12E\n" +
 	"\bRegister\x12\x1b.monitor.v1.RegisterRequest\x1a\x1c.monitor.v1.RegisterResponse\x12H\n" +
@@ -1809,79 +1959,82 @@ func file_proto_monitor_proto_rawDescGZIP() []byte {
 	return file_proto_monitor_proto_rawDescData
 }
 
-var file_proto_monitor_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_proto_monitor_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_proto_monitor_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_proto_monitor_proto_goTypes = []any{
 	(Priority)(0),              // 0: monitor.v1.Priority
-	(*Metric)(nil),             // 1: monitor.v1.Metric
-	(*Snapshot)(nil),           // 2: monitor.v1.Snapshot
-	(*IngestRequest)(nil),      // 3: monitor.v1.IngestRequest
-	(*Hello)(nil),              // 4: monitor.v1.Hello
-	(*Batch)(nil),              // 5: monitor.v1.Batch
-	(*IngestResponse)(nil),     // 6: monitor.v1.IngestResponse
-	(*Ack)(nil),                // 7: monitor.v1.Ack
-	(*Rejection)(nil),          // 8: monitor.v1.Rejection
-	(*FlowControl)(nil),        // 9: monitor.v1.FlowControl
-	(*HostInfo)(nil),           // 10: monitor.v1.HostInfo
-	(*RegisterRequest)(nil),    // 11: monitor.v1.RegisterRequest
-	(*RegisterResponse)(nil),   // 12: monitor.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),   // 13: monitor.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),  // 14: monitor.v1.HeartbeatResponse
-	(*HostStatus)(nil),         // 15: monitor.v1.HostStatus
-	(*ListHostsRequest)(nil),   // 16: monitor.v1.ListHostsRequest
-	(*ListHostsResponse)(nil),  // 17: monitor.v1.ListHostsResponse
-	(*LatestRequest)(nil),      // 18: monitor.v1.LatestRequest
-	(*LatestResponse)(nil),     // 19: monitor.v1.LatestResponse
-	(*QueryRangeRequest)(nil),  // 20: monitor.v1.QueryRangeRequest
-	(*Point)(nil),              // 21: monitor.v1.Point
-	(*Series)(nil),             // 22: monitor.v1.Series
-	(*QueryRangeResponse)(nil), // 23: monitor.v1.QueryRangeResponse
-	(*SubscribeRequest)(nil),   // 24: monitor.v1.SubscribeRequest
-	(*StoredBatch)(nil),        // 25: monitor.v1.StoredBatch
-	nil,                        // 26: monitor.v1.Metric.LabelsEntry
-	nil,                        // 27: monitor.v1.Snapshot.TagsEntry
-	nil,                        // 28: monitor.v1.HostInfo.LabelsEntry
-	nil,                        // 29: monitor.v1.Series.LabelsEntry
+	(Resolution)(0),            // 1: monitor.v1.Resolution
+	(*Metric)(nil),             // 2: monitor.v1.Metric
+	(*Snapshot)(nil),           // 3: monitor.v1.Snapshot
+	(*IngestRequest)(nil),      // 4: monitor.v1.IngestRequest
+	(*Hello)(nil),              // 5: monitor.v1.Hello
+	(*Batch)(nil),              // 6: monitor.v1.Batch
+	(*IngestResponse)(nil),     // 7: monitor.v1.IngestResponse
+	(*Ack)(nil),                // 8: monitor.v1.Ack
+	(*Rejection)(nil),          // 9: monitor.v1.Rejection
+	(*FlowControl)(nil),        // 10: monitor.v1.FlowControl
+	(*HostInfo)(nil),           // 11: monitor.v1.HostInfo
+	(*RegisterRequest)(nil),    // 12: monitor.v1.RegisterRequest
+	(*RegisterResponse)(nil),   // 13: monitor.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),   // 14: monitor.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),  // 15: monitor.v1.HeartbeatResponse
+	(*HostStatus)(nil),         // 16: monitor.v1.HostStatus
+	(*ListHostsRequest)(nil),   // 17: monitor.v1.ListHostsRequest
+	(*ListHostsResponse)(nil),  // 18: monitor.v1.ListHostsResponse
+	(*LatestRequest)(nil),      // 19: monitor.v1.LatestRequest
+	(*LatestResponse)(nil),     // 20: monitor.v1.LatestResponse
+	(*QueryRangeRequest)(nil),  // 21: monitor.v1.QueryRangeRequest
+	(*Point)(nil),              // 22: monitor.v1.Point
+	(*Series)(nil),             // 23: monitor.v1.Series
+	(*QueryRangeResponse)(nil), // 24: monitor.v1.QueryRangeResponse
+	(*SubscribeRequest)(nil),   // 25: monitor.v1.SubscribeRequest
+	(*StoredBatch)(nil),        // 26: monitor.v1.StoredBatch
+	nil,                        // 27: monitor.v1.Metric.LabelsEntry
+	nil,                        // 28: monitor.v1.Snapshot.TagsEntry
+	nil,                        // 29: monitor.v1.HostInfo.LabelsEntry
+	nil,                        // 30: monitor.v1.Series.LabelsEntry
 }
 var file_proto_monitor_proto_depIdxs = []int32{
 	0,  // 0: monitor.v1.Metric.priority:type_name -> monitor.v1.Priority
-	26, // 1: monitor.v1.Metric.labels:type_name -> monitor.v1.Metric.LabelsEntry
-	27, // 2: monitor.v1.Snapshot.tags:type_name -> monitor.v1.Snapshot.TagsEntry
-	1,  // 3: monitor.v1.Snapshot.metrics:type_name -> monitor.v1.Metric
-	4,  // 4: monitor.v1.IngestRequest.hello:type_name -> monitor.v1.Hello
-	5,  // 5: monitor.v1.IngestRequest.batch:type_name -> monitor.v1.Batch
-	2,  // 6: monitor.v1.Batch.snapshots:type_name -> monitor.v1.Snapshot
-	7,  // 7: monitor.v1.IngestResponse.ack:type_name -> monitor.v1.Ack
-	9,  // 8: monitor.v1.IngestResponse.flow_control:type_name -> monitor.v1.FlowControl
-	8,  // 9: monitor.v1.Ack.rejections:type_name -> monitor.v1.Rejection
-	28, // 10: monitor.v1.HostInfo.labels:type_name -> monitor.v1.HostInfo.LabelsEntry
-	10, // 11: monitor.v1.RegisterRequest.host:type_name -> monitor.v1.HostInfo
-	10, // 12: monitor.v1.HostStatus.info:type_name -> monitor.v1.HostInfo
-	15, // 13: monitor.v1.ListHostsResponse.hosts:type_name -> monitor.v1.HostStatus
-	2,  // 14: monitor.v1.LatestResponse.snapshot:type_name -> monitor.v1.Snapshot
-	29, // 15: monitor.v1.Series.labels:type_name -> monitor.v1.Series.LabelsEntry
-	21, // 16: monitor.v1.Series.points:type_name -> monitor.v1.Point
-	22, // 17: monitor.v1.QueryRangeResponse.series:type_name -> monitor.v1.Series
-	2,  // 18: monitor.v1.StoredBatch.snapshots:type_name -> monitor.v1.Snapshot
-	3,  // 19: monitor.v1.MonitorService.Ingest:input_type -> monitor.v1.IngestRequest
-	11, // 20: monitor.v1.MonitorService.Register:input_type -> monitor.v1.RegisterRequest
-	13, // 21: monitor.v1.MonitorService.Heartbeat:input_type -> monitor.v1.HeartbeatRequest
-	16, // 22: monitor.v1.MonitorService.ListHosts:input_type -> monitor.v1.ListHostsRequest
-	18, // 23: monitor.v1.MonitorService.Latest:input_type -> monitor.v1.LatestRequest
-	20, // 24: monitor.v1.MonitorService.QueryRange:input_type -> monitor.v1.QueryRangeRequest
-	24, // 25: monitor.v1.MonitorService.Subscribe:input_type -> monitor.v1.SubscribeRequest
-	6,  // 26: monitor.v1.MonitorService.Ingest:output_type -> monitor.v1.IngestResponse
-	12, // 27: monitor.v1.MonitorService.Register:output_type -> monitor.v1.RegisterResponse
-	14, // 28: monitor.v1.MonitorService.Heartbeat:output_type -> monitor.v1.HeartbeatResponse
-	17, // 29: monitor.v1.MonitorService.ListHosts:output_type -> monitor.v1.ListHostsResponse
-	19, // 30: monitor.v1.MonitorService.Latest:output_type -> monitor.v1.LatestResponse
-	23, // 31: monitor.v1.MonitorService.QueryRange:output_type -> monitor.v1.QueryRangeResponse
-	25, // 32: monitor.v1.MonitorService.Subscribe:output_type -> monitor.v1.StoredBatch
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	27, // 1: monitor.v1.Metric.labels:type_name -> monitor.v1.Metric.LabelsEntry
+	28, // 2: monitor.v1.Snapshot.tags:type_name -> monitor.v1.Snapshot.TagsEntry
+	2,  // 3: monitor.v1.Snapshot.metrics:type_name -> monitor.v1.Metric
+	5,  // 4: monitor.v1.IngestRequest.hello:type_name -> monitor.v1.Hello
+	6,  // 5: monitor.v1.IngestRequest.batch:type_name -> monitor.v1.Batch
+	3,  // 6: monitor.v1.Batch.snapshots:type_name -> monitor.v1.Snapshot
+	8,  // 7: monitor.v1.IngestResponse.ack:type_name -> monitor.v1.Ack
+	10, // 8: monitor.v1.IngestResponse.flow_control:type_name -> monitor.v1.FlowControl
+	9,  // 9: monitor.v1.Ack.rejections:type_name -> monitor.v1.Rejection
+	29, // 10: monitor.v1.HostInfo.labels:type_name -> monitor.v1.HostInfo.LabelsEntry
+	11, // 11: monitor.v1.RegisterRequest.host:type_name -> monitor.v1.HostInfo
+	11, // 12: monitor.v1.HostStatus.info:type_name -> monitor.v1.HostInfo
+	16, // 13: monitor.v1.ListHostsResponse.hosts:type_name -> monitor.v1.HostStatus
+	3,  // 14: monitor.v1.LatestResponse.snapshot:type_name -> monitor.v1.Snapshot
+	1,  // 15: monitor.v1.QueryRangeRequest.resolution:type_name -> monitor.v1.Resolution
+	30, // 16: monitor.v1.Series.labels:type_name -> monitor.v1.Series.LabelsEntry
+	22, // 17: monitor.v1.Series.points:type_name -> monitor.v1.Point
+	23, // 18: monitor.v1.QueryRangeResponse.series:type_name -> monitor.v1.Series
+	1,  // 19: monitor.v1.QueryRangeResponse.resolution:type_name -> monitor.v1.Resolution
+	3,  // 20: monitor.v1.StoredBatch.snapshots:type_name -> monitor.v1.Snapshot
+	4,  // 21: monitor.v1.MonitorService.Ingest:input_type -> monitor.v1.IngestRequest
+	12, // 22: monitor.v1.MonitorService.Register:input_type -> monitor.v1.RegisterRequest
+	14, // 23: monitor.v1.MonitorService.Heartbeat:input_type -> monitor.v1.HeartbeatRequest
+	17, // 24: monitor.v1.MonitorService.ListHosts:input_type -> monitor.v1.ListHostsRequest
+	19, // 25: monitor.v1.MonitorService.Latest:input_type -> monitor.v1.LatestRequest
+	21, // 26: monitor.v1.MonitorService.QueryRange:input_type -> monitor.v1.QueryRangeRequest
+	25, // 27: monitor.v1.MonitorService.Subscribe:input_type -> monitor.v1.SubscribeRequest
+	7,  // 28: monitor.v1.MonitorService.Ingest:output_type -> monitor.v1.IngestResponse
+	13, // 29: monitor.v1.MonitorService.Register:output_type -> monitor.v1.RegisterResponse
+	15, // 30: monitor.v1.MonitorService.Heartbeat:output_type -> monitor.v1.HeartbeatResponse
+	18, // 31: monitor.v1.MonitorService.ListHosts:output_type -> monitor.v1.ListHostsResponse
+	20, // 32: monitor.v1.MonitorService.Latest:output_type -> monitor.v1.LatestResponse
+	24, // 33: monitor.v1.MonitorService.QueryRange:output_type -> monitor.v1.QueryRangeResponse
+	26, // 34: monitor.v1.MonitorService.Subscribe:output_type -> monitor.v1.StoredBatch
+	28, // [28:35] is the sub-list for method output_type
+	21, // [21:28] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_proto_monitor_proto_init() }
@@ -1902,7 +2055,7 @@ func file_proto_monitor_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_monitor_proto_rawDesc), len(file_proto_monitor_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/monitorhq/monitor/agent"
@@ -94,6 +95,7 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 	acfg := agent.DefaultConfig()
 	acfg.Brokers = []string{b.GRPCAddr()}
+	acfg.DataDir = filepath.Join(f.data, "agent") // the spool of unacknowledged snapshots
 	if err := acfg.SetInterval(f.interval); err != nil {
 		return fmt.Errorf("-interval: %w", err)
 	}

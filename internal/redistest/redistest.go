@@ -1,6 +1,10 @@
-// Package redistest starts throw-away redis-server processes for tests: each
-// on a free loopback port, with no persistence, stopped when the test ends.
-// Tests never touch a Redis they did not start.
+// Package redistest starts throw-away redis-server processes for tests and
+// the benchmark harness: each on a free loopback port, with no persistence
+// unless asked, stopped when the test (or the harness) ends. Tests never
+// touch a Redis they did not start.
+//
+// Start is the testing.TB wrapper; Launch is the process-starting core for
+// programs that are not tests (bench/).
 package redistest
 
 import (
@@ -8,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -16,47 +19,59 @@ import (
 	"time"
 )
 
-// Server is a running redis-server owned by one test.
+// Server is a running redis-server.
 type Server struct {
 	Addr string
+	Dir  string // its working directory (logs, and AOF/RDB files when enabled)
 	bin  string
 	args []string
 	cmd  *exec.Cmd
 }
 
-// Start launches redis-server on a free port and stops it in t.Cleanup. The
+// Start launches redis-server on a free port with its files in a test
+// temporary directory and stops it in t.Cleanup. extraArgs are appended to
+// the command line (later options win, e.g. "--appendonly", "yes"). The
 // test fails if redis-server is not installed (make test installs it).
 func Start(t testing.TB, extraArgs ...string) *Server {
 	t.Helper()
+	s, err := Launch(t.TempDir(), extraArgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Launch starts redis-server on a free loopback port with its files in
+// dir and waits until it answers PING. The caller must Stop it.
+func Launch(dir string, extraArgs ...string) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Fatalf("redis-server not found (make test installs it with apt-get): %v", err)
+		return nil, fmt.Errorf("redis-server not found (make deps installs it with apt-get): %w", err)
 	}
-	dir := t.TempDir()
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			t.Fatalf("find free port: %v", err)
+			return nil, fmt.Errorf("find free port: %w", err)
 		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), bin: bin}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, bin: bin}
 		s.args = append([]string{
 			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", dir,
 			"--logfile", filepath.Join(dir, fmt.Sprintf("redis-%d.log", port)),
 		}, extraArgs...)
 		s.cmd = exec.Command(bin, s.args...)
+		s.cmd.SysProcAttr = procAttr()
 		if err := s.cmd.Start(); err != nil {
-			t.Fatalf("start redis-server: %v", err)
+			return nil, fmt.Errorf("start redis-server: %w", err)
 		}
 		if lastErr = waitReady(s.Addr, 10*time.Second); lastErr == nil {
-			t.Cleanup(s.Stop)
-			return s
+			return s, nil
 		}
 		s.Stop()
 	}
-	t.Fatalf("redis-server did not become ready: %v", lastErr)
-	return nil
+	return nil, fmt.Errorf("redis-server did not become ready: %w", lastErr)
 }
 
 // Stop kills the server and waits for it to exit. It is safe to call twice.
@@ -69,18 +84,27 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
-// Restart starts the server again on the same port after Stop (the data set
-// is empty: persistence is off).
+// Restart starts the server again on the same port after Stop. The data
+// set is empty unless persistence was enabled with extra arguments.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
+	if err := s.Relaunch(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Relaunch is Restart for programs that are not tests.
+func (s *Server) Relaunch() error {
 	s.Stop()
 	s.cmd = exec.Command(s.bin, s.args...)
+	s.cmd.SysProcAttr = procAttr()
 	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("restart redis-server: %v", err)
+		return fmt.Errorf("restart redis-server: %w", err)
 	}
 	if err := waitReady(s.Addr, 10*time.Second); err != nil {
-		t.Fatalf("restarted redis-server not ready: %v", err)
+		return fmt.Errorf("restarted redis-server not ready: %w", err)
 	}
+	return nil
 }
 
 // Do sends one inline command and returns the raw first reply line; enough

@@ -10,6 +10,21 @@
 // Concurrency: every Store method is safe for concurrent use. Writes are
 // idempotent: writing the same host and timestamp again replaces the stored
 // snapshot, so an agent's retry never creates a duplicate.
+//
+// # Rollups
+//
+// Besides the raw snapshots a backend keeps rollups (the seed's window
+// aggregates, rollup.go): per host, series and bucket of one minute and one
+// hour, the min, max, sum, count and last value, each resolution with its
+// own retention. They are maintained as data arrives, in the same write
+// as the snapshots, and are idempotent under at-least-once delivery: each
+// (host, timestamp) is counted once. The snapshot counted is the first one
+// stored for that timestamp (within one WriteSnapshots call, the last of the
+// call's duplicates, as for the raw data); a later rewrite with different
+// values replaces the raw snapshot but not its share of the rollups — an
+// agent's resend carries the same values, and min/max cannot be un-counted.
+// Snapshots older than the raw retention are neither returned nor rolled
+// up.
 package storage
 
 import (
@@ -78,6 +93,13 @@ type Store interface {
 	// snapshot's samples sorted by series. Data older than the retention is
 	// never returned, even before the backend has expired it.
 	Range(ctx context.Context, q RangeQuery) ([]Snapshot, error)
+	// RangeRollup returns the host's buckets of q.Resolution that overlap
+	// q.From..q.To, grouped by series (sorted by series key), each series'
+	// points in ascending time; series the matcher refuses and buckets
+	// older than the resolution's retention (by bucket start) are left
+	// out. A resolution other than Minute or Hour is ErrInvalid; a store
+	// opened without rollups returns ErrNoRollups.
+	RangeRollup(ctx context.Context, q RollupQuery) ([]RollupSeries, error)
 	// Latest returns the host's newest snapshot; ok is false when it has none.
 	Latest(ctx context.Context, hostID string) (snap Snapshot, ok bool, err error)
 	// RegisterHost records a registration at time at, keeping FirstSeen,

@@ -1,54 +1,28 @@
-// Package collector reads host metrics with gopsutil and runs each
-// collector under its own deadline, so a hung or failing source (a stale NFS
-// mount, a slow /proc) costs only its own metrics for that round.
+// Package collector reads this host's metrics, mostly straight from /proc
+// and /sys (one read per file, buffers reused, no per-item library objects),
+// and runs each collector under its own deadline, so a hung or failing
+// source (a stale NFS mount, a missing sensor, a slow /proc) costs only its
+// own metrics for that round.
 //
-// Every metric the agent sends, with its unit and drop priority (the same
-// list is in docs/metrics.md; keep both in step):
+// Collectors (configs/agent.yaml turns each on or off; docs/metrics.md lists
+// every metric with its unit, priority and labels — keep it in step):
 //
-//	name                          labels     unit       priority  collector
-//	cpu.usage_percent                        %          HIGH      cpu      100 − idle − iowait
-//	cpu.user_percent                         %          NORMAL    cpu      user + nice
-//	cpu.system_percent                       %          NORMAL    cpu      system + irq + softirq
-//	cpu.iowait_percent                       %          NORMAL    cpu
-//	cpu.steal_percent                        %          NORMAL    cpu
-//	cpu.idle_percent                         %          NORMAL    cpu
-//	cpu.core_usage_percent        cpu        %          NORMAL    cpu      per logical CPU, cpu=cpu0…
-//	load.1                                   ""         HIGH      cpu      load average, 1 min
-//	load.5                                   ""         NORMAL    cpu
-//	load.15                                  ""         NORMAL    cpu
-//	mem.total_bytes                          bytes      NORMAL    memory
-//	mem.used_bytes                           bytes      HIGH      memory   total − available
-//	mem.available_bytes                      bytes      HIGH      memory
-//	mem.used_percent                         %          HIGH      memory   used / total
-//	swap.total_bytes                         bytes      NORMAL    memory
-//	swap.used_bytes                          bytes      NORMAL    memory
-//	swap.used_percent                        %          NORMAL    memory   0 without swap
-//	disk.total_bytes              mount      bytes      NORMAL    disk
-//	disk.used_bytes               mount      bytes      NORMAL    disk
-//	disk.used_percent             mount      %          NORMAL    disk     used / (used + available to users), as df
-//	disk.inodes_used_percent      mount      %          LOW       disk     absent where the fs has no inode count
-//	disk.read_bytes_per_sec       device     bytes/s    NORMAL    disk
-//	disk.write_bytes_per_sec      device     bytes/s    NORMAL    disk
-//	disk.reads_per_sec            device     ops/s      NORMAL    disk
-//	disk.writes_per_sec           device     ops/s      NORMAL    disk
-//	net.rx_bytes_per_sec          interface  bytes/s    NORMAL    network
-//	net.tx_bytes_per_sec          interface  bytes/s    NORMAL    network
-//	net.rx_packets_per_sec        interface  packets/s  NORMAL    network
-//	net.tx_packets_per_sec        interface  packets/s  NORMAL    network
-//	net.rx_errors_per_sec         interface  packets/s  LOW       network
-//	net.tx_errors_per_sec         interface  packets/s  LOW       network
-//	net.rx_drops_per_sec          interface  packets/s  LOW       network
-//	net.tx_drops_per_sec          interface  packets/s  LOW       network
+//	cpu         CPU time shares, total and per core; context switches and
+//	            interrupts per second; load averages     (/proc/stat, /proc/loadavg)
+//	memory      memory, swap, swap traffic                (/proc/meminfo, /proc/vmstat)
+//	filesystem  space and inodes per mount, one statfs goroutine per mount
+//	disk        I/O rates and busy % per block device      (/proc/diskstats)
+//	network     traffic, errors, drops per interface       (/proc/net/dev)
+//	tcp         TCP sockets by state                       (/proc/net/tcp, tcp6)
+//	processes   process counts, forks, top N by CPU and memory (/proc/<pid>/stat)
+//	system      open file descriptors, uptime              (/proc/sys/fs/file-nr, /proc/uptime)
+//	sensors     temperatures                               (/sys/class/hwmon, thermal zones)
 //
-// Rates and CPU percentages come from the difference to the previous
-// reading of the same collector: the first round emits none of them, a
-// series that appears emits its first rate one round later, and a counter
-// that went backwards (reset, device re-created) emits nothing that round.
-// Disk usage skips pseudo filesystems (proc, sysfs, tmpfs, overlay,
-// squashfs, cgroup, …) and mounts under /proc, /sys, /dev; disk I/O skips
-// partitions, loop, ram and zram devices; network skips lo. Label values
-// that storage would refuse (a ',' or '=' in a mount point) have those
-// characters replaced by '_'.
+// Counters become per-second rates through pkg/algorithm's sliding window:
+// the first reading of a series emits no rate, and a counter that went
+// backwards (reset, device re-created) emits nothing that round — never a
+// negative rate. Label values that storage would refuse (a ',' or '=' in a
+// mount point) have those characters replaced by '_'.
 //
 // Concurrency: a Collector is called by one goroutine at a time (the Runner
 // never starts a second call while one is running), so collectors keep
@@ -80,11 +54,12 @@ type Collector interface {
 	Collect(ctx context.Context) ([]*monitorpb.Metric, error)
 }
 
-// Stats are one collector's failure counters since the Runner started.
+// Stats are one collector's counters since the Runner started.
 type Stats struct {
-	Errors   uint64 // calls that returned an error
-	Timeouts uint64 // calls that missed the round's deadline
-	Skips    uint64 // rounds skipped because the previous call was still running
+	Errors   uint64        // calls that returned an error
+	Timeouts uint64        // calls that missed the round's deadline
+	Skips    uint64        // rounds skipped because the previous call was still running
+	Last     time.Duration // how long the last call that returned took
 }
 
 // Runner runs a fixed set of collectors once per round.
@@ -95,6 +70,10 @@ type Runner struct {
 
 	running atomic.Int64  // collector goroutines not yet returned
 	idle    chan struct{} // signalled when running drops to 0
+
+	// observe, when set, gets every call's duration (from the collector
+	// goroutine, so it must be safe for concurrent use).
+	observe func(collector string, took time.Duration)
 }
 
 type slot struct {
@@ -102,6 +81,7 @@ type slot struct {
 	busy atomic.Bool // a call is running (possibly abandoned)
 
 	errors, timeouts, skips atomic.Uint64
+	last                    atomic.Int64 // ns
 
 	// state is the outcome of the last round, touched only by the
 	// goroutine calling Runner.Collect; it is logged when it changes.
@@ -116,8 +96,10 @@ const (
 )
 
 // NewRunner returns a Runner that gives each collector timeout per round.
-func NewRunner(collectors []Collector, timeout time.Duration, logger *slog.Logger) *Runner {
-	r := &Runner{timeout: timeout, log: logger, idle: make(chan struct{}, 1)}
+// observe, if not nil, is called with every call's duration, late calls
+// included, from the collector's goroutine.
+func NewRunner(collectors []Collector, timeout time.Duration, logger *slog.Logger, observe func(collector string, took time.Duration)) *Runner {
+	r := &Runner{timeout: timeout, log: logger, idle: make(chan struct{}, 1), observe: observe}
 	for _, c := range collectors {
 		r.slots = append(r.slots, &slot{c: c, state: stateOK})
 	}
@@ -149,7 +131,13 @@ func (r *Runner) Collect(ctx context.Context) []*monitorpb.Metric {
 		pending[s] = true
 		r.running.Add(1)
 		go func() {
+			began := time.Now()
 			ms, err := s.c.Collect(rctx)
+			took := time.Since(began)
+			s.last.Store(int64(took))
+			if r.observe != nil {
+				r.observe(s.c.Name(), took)
+			}
 			s.busy.Store(false)
 			results <- result{s: s, metrics: ms, err: err}
 			if r.running.Add(-1) == 0 {
@@ -218,7 +206,7 @@ func (r *Runner) setState(s *slot, state string, err error) {
 func (r *Runner) Stats() map[string]Stats {
 	out := make(map[string]Stats, len(r.slots))
 	for _, s := range r.slots {
-		out[s.c.Name()] = Stats{Errors: s.errors.Load(), Timeouts: s.timeouts.Load(), Skips: s.skips.Load()}
+		out[s.c.Name()] = Stats{Errors: s.errors.Load(), Timeouts: s.timeouts.Load(), Skips: s.skips.Load(), Last: time.Duration(s.last.Load())}
 	}
 	return out
 }
@@ -277,35 +265,4 @@ func percent(part, whole float64) float64 {
 		return math.NaN()
 	}
 	return math.Min(100, math.Max(0, 100*part/whole))
-}
-
-// rates turns monotonically increasing counters into per-second rates
-// against the previous reading. Call begin, then rate for each counter,
-// then commit once the whole reading succeeded.
-type rates struct {
-	prev, cur     map[string]uint64
-	prevAt, curAt time.Time
-}
-
-func (r *rates) begin(now time.Time) {
-	r.cur = make(map[string]uint64, len(r.prev))
-	r.curAt = now
-}
-
-// rate records v under key and returns its rate since the previous reading;
-// ok is false on the first reading of key, after a counter reset, or when no
-// time passed.
-func (r *rates) rate(key string, v uint64) (perSec float64, ok bool) {
-	r.cur[key] = v
-	p, seen := r.prev[key]
-	dt := r.curAt.Sub(r.prevAt).Seconds()
-	if !seen || v < p || dt <= 0 {
-		return 0, false
-	}
-	return float64(v-p) / dt, true
-}
-
-func (r *rates) commit() {
-	r.prev, r.prevAt = r.cur, r.curAt
-	r.cur = nil
 }

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shirou/gopsutil/v4/cpu"
-	"github.com/shirou/gopsutil/v4/disk"
 	"go.uber.org/goleak"
 
 	"github.com/monitorhq/monitor/pkg/storage"
@@ -25,9 +23,24 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // docEntry is one row of docs/metrics.md.
-type docEntry struct{ unit, priority string }
+type docEntry struct {
+	unit, priority, collector string
+	labels                    []string
+}
 
-// readCatalogue parses docs/metrics.md's table: | `name` | labels | unit | priority | ...
+func sameKeys(m map[string]string, keys []string) bool {
+	if len(m) != len(keys) {
+		return false
+	}
+	for _, k := range keys {
+		if _, ok := m[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// readCatalogue parses docs/metrics.md's table: | `name` | labels | unit | priority | collector | meaning |
 func readCatalogue(t *testing.T) map[string]docEntry {
 	t.Helper()
 	f, err := os.Open("../../../docs/metrics.md")
@@ -47,20 +60,30 @@ func readCatalogue(t *testing.T) map[string]docEntry {
 		if unit == "—" {
 			unit = ""
 		}
-		out[name] = docEntry{unit: unit, priority: strings.TrimSpace(cells[4])}
+		var labels []string
+		for _, l := range strings.Split(cells[2], ",") {
+			l = strings.TrimSpace(l)
+			if l == "" {
+				continue
+			}
+			// "`cpu` (`cpu0`, `cpu1`, …)": the name is the first backquoted word.
+			labels = append(labels, strings.Trim(strings.Fields(l)[0], "`"))
+		}
+		out[name] = docEntry{unit: unit, priority: strings.TrimSpace(cells[4]), collector: strings.TrimSpace(cells[5]), labels: labels}
 	}
-	if len(out) < 30 {
+	if len(out) < 60 {
 		t.Fatalf("docs/metrics.md: parsed only %d metrics", len(out))
 	}
 	return out
 }
 
 func TestCatalogueOnThisHost(t *testing.T) {
-	r := NewRunner([]Collector{NewCPU(), NewMemory(), NewDisk(), NewNetwork()}, 5*time.Second, slog.New(slog.DiscardHandler))
+	r := NewRunner(allCollectors(), 5*time.Second, slog.New(slog.DiscardHandler), nil)
 	ctx := context.Background()
 	// Rates need a second reading with time and CPU ticks in between: poll
 	// until they show up.
-	need := []string{"cpu.usage_percent", "cpu.core_usage_percent", "disk.read_bytes_per_sec", "net.rx_bytes_per_sec"}
+	need := []string{"net.tcp_active_opens_per_sec", "cpu.usage_percent", "cpu.core_usage_percent", "cpu.context_switches_per_sec", "disk.read_bytes_per_sec",
+		"disk.io_busy_percent", "net.rx_bytes_per_sec", "swap.in_bytes_per_sec", "proc.forks_per_sec", "process.cpu_percent"}
 	var ms []*monitorpb.Metric
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -74,14 +97,15 @@ func TestCatalogueOnThisHost(t *testing.T) {
 		<-time.After(100 * time.Millisecond)
 	}
 	for name, st := range r.Stats() {
-		if st != (Stats{}) {
+		if st.Errors != 0 || st.Timeouts != 0 || st.Skips != 0 {
 			t.Errorf("collector %s: %+v", name, st)
 		}
 	}
 
 	present := map[string]bool{}
 	doc := readCatalogue(t)
-	units := map[string]bool{"%": true, "bytes": true, "bytes/s": true, "ops/s": true, "packets/s": true, "": true}
+	units := map[string]bool{"%": true, "bytes": true, "bytes/s": true, "ops/s": true, "packets/s": true, "1/s": true,
+		"seconds": true, "celsius": true, "": true}
 	seen := map[string]bool{}
 	for _, m := range ms {
 		present[m.Name] = true
@@ -118,6 +142,12 @@ func TestCatalogueOnThisHost(t *testing.T) {
 		if m.Name == "net.rx_bytes_per_sec" && m.Labels["interface"] == "lo" {
 			t.Errorf("loopback reported: %s", key)
 		}
+		if m.Unit == "celsius" && (m.Value < -50 || m.Value > 150) {
+			t.Errorf("%s = %v °C", key, m.Value)
+		}
+		if want := d.labels; ok && !sameKeys(m.Labels, want) {
+			t.Errorf("%s has labels %v, docs/metrics.md says %v", key, m.Labels, want)
+		}
 	}
 	for _, fam := range []string{
 		"cpu.usage_percent", "cpu.user_percent", "cpu.system_percent", "cpu.iowait_percent", "cpu.idle_percent",
@@ -132,6 +162,15 @@ func TestCatalogueOnThisHost(t *testing.T) {
 			t.Errorf("family %s missing on this host", fam)
 		}
 	}
+	// Every documented metric of the host collectors is present, except
+	// those that depend on hardware or configuration this host may lack.
+	optional := map[string]bool{"sensor.temperature_celsius": true}
+	for name, d := range doc {
+		if d.collector != "agent" && !optional[name] && !present[name] {
+			t.Errorf("documented metric %s (%s collector) missing on this host", name, d.collector)
+		}
+	}
+	checkRanges(t, ms)
 	if !seen["disk.used_percent{mount=/}"] {
 		t.Errorf("no usage for the root filesystem; got %s", names(ms))
 	}
@@ -141,8 +180,75 @@ func TestCatalogueOnThisHost(t *testing.T) {
 			cores++
 		}
 	}
-	if n, _ := cpu.Counts(true); cores != n {
+	if n := cpuLines(t); cores != n {
 		t.Errorf("%d per-core series, %d logical CPUs", cores, n)
+	}
+}
+
+// allCollectors is every host collector, as the agent builds them.
+func allCollectors() []Collector {
+	p := HostPaths
+	return []Collector{NewCPU(p, 0), NewMemory(p, 0), NewFilesystem(p), NewDisk(p, 0), NewNetwork(p, 0),
+		NewTCP(p, 0), NewTCPStates(p), NewProcesses(p, 5, 0), NewSystem(p), NewSensors(p)}
+}
+
+// cpuLines counts the cpuN lines of /proc/stat.
+func cpuLines(t *testing.T) int {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "cpu") && len(l) > 3 && l[3] >= '0' && l[3] <= '9' {
+			n++
+		}
+	}
+	return n
+}
+
+// checkRanges checks relations between values of one reading.
+func checkRanges(t *testing.T, ms []*monitorpb.Metric) {
+	t.Helper()
+	v := map[string]float64{}
+	for _, m := range ms {
+		k, _ := storage.SeriesKey(m.Name, m.Labels)
+		v[k] = m.Value
+	}
+	le := func(a, b string) {
+		if v[a] > v[b] {
+			t.Errorf("%s = %v > %s = %v", a, v[a], b, v[b])
+		}
+	}
+	le("mem.used_bytes", "mem.total_bytes")
+	le("mem.available_bytes", "mem.total_bytes")
+	le("mem.cached_bytes", "mem.total_bytes")
+	le("swap.used_bytes", "swap.total_bytes")
+	le("disk.used_bytes{mount=/}", "disk.total_bytes{mount=/}")
+	le("disk.inodes_used{mount=/}", "disk.inodes_total{mount=/}")
+	le("system.open_fds", "system.max_fds")
+	le("proc.running", "proc.threads")
+	if v["proc.total"] < 2 || v["system.uptime_seconds"] <= 0 || v["mem.total_bytes"] < 64<<20 {
+		t.Errorf("implausible: proc.total %v uptime %v mem.total %v", v["proc.total"], v["system.uptime_seconds"], v["mem.total_bytes"])
+	}
+	if _, ok := v["net.tcp_connections{state=listen}"]; !ok {
+		t.Error("no tcp listen count")
+	}
+	shares := v["cpu.user_percent"] + v["cpu.system_percent"] + v["cpu.iowait_percent"] + v["cpu.steal_percent"] + v["cpu.idle_percent"]
+	if math.Abs(shares-100) > 0.01 {
+		t.Errorf("cpu shares add up to %v", shares)
+	}
+	tops := 0
+	for _, m := range ms {
+		if m.Name == "process.rss_bytes" {
+			tops++
+			if m.Labels["pid"] == "" || m.Labels["comm"] == "" {
+				t.Errorf("top process without pid or comm: %v", m.Labels)
+			}
+		}
+	}
+	if tops == 0 || tops > 5 {
+		t.Errorf("%d top processes by memory, want 1..5", tops)
 	}
 }
 
@@ -212,7 +318,9 @@ func TestRunnerIsolatesHungAndFailingCollectors(t *testing.T) {
 	failing := &fake{name: "failing", err: errors.New("boom")}
 	hung := &fake{name: "hung", release: make(chan struct{})}
 	var logs logBuf
-	r := NewRunner([]Collector{hung, fast, failing}, 50*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+	var observed sync.Map
+	r := NewRunner([]Collector{hung, fast, failing}, 50*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)),
+		func(name string, took time.Duration) { observed.Store(name, took) })
 	released := false
 	defer func() {
 		if !released {
@@ -239,14 +347,17 @@ func TestRunnerIsolatesHungAndFailingCollectors(t *testing.T) {
 		t.Fatalf("hung collector called %d times; a running call must not be started again", n)
 	}
 	st := r.Stats()
-	if st["hung"] != (Stats{Timeouts: 1, Skips: 2}) {
-		t.Errorf("hung stats %+v, want 1 timeout, 2 skips", st["hung"])
+	if s := st["hung"]; s.Timeouts != 1 || s.Skips != 2 || s.Errors != 0 || s.Last != 0 {
+		t.Errorf("hung stats %+v, want 1 timeout, 2 skips, no duration yet", s)
 	}
-	if st["failing"] != (Stats{Errors: 3}) {
-		t.Errorf("failing stats %+v, want 3 errors", st["failing"])
+	if s := st["failing"]; s.Errors != 3 || s.Timeouts != 0 || s.Skips != 0 {
+		t.Errorf("failing stats %+v, want 3 errors", s)
 	}
-	if st["fast"] != (Stats{}) {
-		t.Errorf("fast stats %+v", st["fast"])
+	if s := st["fast"]; s.Errors != 0 || s.Timeouts != 0 || s.Skips != 0 || s.Last <= 0 {
+		t.Errorf("fast stats %+v", s)
+	}
+	if _, ok := observed.Load("fast"); !ok {
+		t.Error("durations not observed")
 	}
 	// Logged once per state change, not every round.
 	if n := logs.count("collector=failing"); n != 1 {
@@ -276,7 +387,7 @@ func TestRunnerIsolatesHungAndFailingCollectors(t *testing.T) {
 
 func TestRunnerShutdownIsNotAFailure(t *testing.T) {
 	c := &ctxCollector{}
-	r := NewRunner([]Collector{c}, time.Second, slog.New(slog.DiscardHandler))
+	r := NewRunner([]Collector{c}, time.Second, slog.New(slog.DiscardHandler), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if ms := r.Collect(ctx); len(ms) != 0 {
@@ -287,7 +398,7 @@ func TestRunnerShutdownIsNotAFailure(t *testing.T) {
 	if _, err := r.Wait(wctx); err != nil {
 		t.Fatal(err)
 	}
-	if st := r.Stats()["ctx"]; st != (Stats{}) {
+	if st := r.Stats()["ctx"]; st.Errors != 0 || st.Timeouts != 0 || st.Skips != 0 {
 		t.Fatalf("a cancelled round counted as failure: %+v", st)
 	}
 }
@@ -299,96 +410,6 @@ func (ctxCollector) Name() string { return "ctx" }
 func (ctxCollector) Collect(ctx context.Context) ([]*monitorpb.Metric, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
-}
-
-func TestRatesFirstReadingAndReset(t *testing.T) {
-	var r rates
-	t0 := time.Unix(1000, 0)
-	r.begin(t0)
-	if _, ok := r.rate("a", 100); ok {
-		t.Fatal("first reading produced a rate")
-	}
-	r.commit()
-
-	r.begin(t0.Add(2 * time.Second))
-	if v, ok := r.rate("a", 300); !ok || v != 100 {
-		t.Fatalf("rate = %v, %v; want 100/s", v, ok)
-	}
-	if _, ok := r.rate("b", 5); ok {
-		t.Fatal("a new series produced a rate on its first reading")
-	}
-	r.commit()
-
-	r.begin(t0.Add(3 * time.Second))
-	if v, ok := r.rate("a", 10); ok {
-		t.Fatalf("a counter that went backwards produced rate %v", v)
-	}
-	if v, ok := r.rate("b", 5); !ok || v != 0 {
-		t.Fatalf("unchanged counter: %v, %v", v, ok)
-	}
-	r.commit()
-
-	r.begin(t0.Add(4 * time.Second))
-	if v, ok := r.rate("a", 15); !ok || v != 5 {
-		t.Fatalf("after reset: %v, %v; want 5/s from the new base", v, ok)
-	}
-	r.commit()
-	// A reading that failed (no commit) keeps the old base.
-	r.begin(t0.Add(5 * time.Second))
-	r.rate("a", 1000)
-	r.begin(t0.Add(6 * time.Second))
-	if v, ok := r.rate("a", 21); !ok || v != 3 {
-		t.Fatalf("rate against the last committed reading: %v, %v; want 3/s", v, ok)
-	}
-}
-
-func TestCPUShares(t *testing.T) {
-	a := cpu.TimesStat{User: 100, Nice: 10, System: 50, Irq: 5, Softirq: 5, Idle: 800, Iowait: 20, Steal: 10}
-	b := a
-	b.User += 30
-	b.System += 10
-	b.Idle += 50
-	b.Iowait -= 5 // the kernel's iowait can go backwards: counts as 0, never negative
-	b.Steal += 10
-	out := cpuShares(nil, a, b)
-	got := map[string]float64{}
-	for _, m := range out {
-		got[m.Name] = m.Value
-	}
-	want := map[string]float64{
-		"cpu.usage_percent": 50, "cpu.user_percent": 30, "cpu.system_percent": 10,
-		"cpu.iowait_percent": 0, "cpu.steal_percent": 10, "cpu.idle_percent": 50,
-	}
-	for k, v := range want {
-		if math.Abs(got[k]-v) > 1e-9 {
-			t.Errorf("%s = %v, want %v", k, got[k], v)
-		}
-	}
-	if out := cpuShares(nil, a, a); len(out) != 0 {
-		t.Errorf("no elapsed CPU time must give no shares, got %s", names(out))
-	}
-}
-
-func TestUsageMounts(t *testing.T) {
-	parts := []disk.PartitionStat{
-		{Device: "/dev/vda", Mountpoint: "/", Fstype: "ext4"},
-		{Device: "/dev/vda", Mountpoint: "/etc/hosts", Fstype: "ext4"}, // bind mount of the same fs
-		{Device: "/dev/sdb1", Mountpoint: "/data", Fstype: "xfs"},
-		{Device: "proc", Mountpoint: "/proc", Fstype: "proc"},
-		{Device: "tmpfs", Mountpoint: "/run", Fstype: "tmpfs"},
-		{Device: "overlay", Mountpoint: "/var/lib/docker/overlay2/x/merged", Fstype: "overlay"},
-		{Device: "cgroup", Mountpoint: "/sys/fs/cgroup/cpu", Fstype: "cgroup"},
-		{Device: "/dev/sdc", Mountpoint: "/dev/something", Fstype: "ext4"},
-		{Device: "nas:/export", Mountpoint: "/mnt/nas", Fstype: "nfs4"},
-		{Device: "/dev/loop3", Mountpoint: "/snap/core/1", Fstype: "squashfs"},
-	}
-	var got []string
-	for _, p := range usageMounts(parts) {
-		got = append(got, p.Mountpoint)
-	}
-	if strings.Join(got, " ") != "/ /data /mnt/nas" {
-		t.Fatalf("usage mounts = %q", got)
-	}
 }
 
 func TestSkipDevice(t *testing.T) {

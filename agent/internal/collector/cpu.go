@@ -1,105 +1,184 @@
 package collector
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"strconv"
+	"time"
 
-	"github.com/shirou/gopsutil/v4/cpu"
-	"github.com/shirou/gopsutil/v4/load"
-
+	"github.com/monitorhq/monitor/pkg/algorithm"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
-// CPU reports CPU time shares (total and per logical CPU) and load averages.
+// CPU reports CPU time shares (all CPUs and each logical CPU), context
+// switches and interrupts per second, and load averages, from one read of
+// /proc/stat and one of /proc/loadavg.
 type CPU struct {
-	prevTotal *cpu.TimesStat
-	prevCores map[string]cpu.TimesStat
+	paths Paths
+	now   func() time.Time
+	fr    fileReader
+	rates *algorithm.Rates[cpuKey]
+	names []string // "cpu0", "cpu1", … by index, built once
+	f     [][]byte
 }
 
-// NewCPU returns the cpu collector.
-func NewCPU() *CPU { return &CPU{} }
+// cpuKey names one counter: a time kind of one CPU (cpu −1: all), or a
+// system counter (cpu −2).
+type cpuKey struct {
+	cpu  int32
+	kind uint8
+}
+
+// Kinds of CPU time, as the shares report them (see cpuTimes).
+const (
+	kUser = iota
+	kSystem
+	kIdle
+	kIOWait
+	kSteal
+	nKinds
+)
+
+// System counters of /proc/stat, under cpu −2.
+const (
+	kCtxt = iota
+	kIntr
+)
+
+// NewCPU returns the cpu collector; rates span window (0: one interval).
+func NewCPU(paths Paths, window time.Duration) *CPU {
+	return &CPU{paths: paths, now: time.Now, rates: algorithm.NewRates[cpuKey](window)}
+}
 
 // Name implements Collector.
 func (*CPU) Name() string { return "cpu" }
 
+// cpuTimes reads a "cpu" or "cpuN" line of /proc/stat (user nice system
+// idle iowait irq softirq steal guest guest_nice, in ticks) into the kinds
+// reported: user includes nice (and guest, which the kernel already counts
+// in user), system includes irq and softirq.
+func cpuTimes(f [][]byte) (t [nKinds]uint64, ok bool) {
+	if len(f) < 5 {
+		return t, false
+	}
+	var v [8]uint64
+	for i := 0; i < 8 && i+1 < len(f); i++ {
+		x, ok := atou(f[i+1])
+		if !ok {
+			return t, false
+		}
+		v[i] = x
+	}
+	t[kUser] = v[0] + v[1]
+	t[kSystem] = v[2] + v[5] + v[6]
+	t[kIdle] = v[3]
+	t[kIOWait] = v[4]
+	t[kSteal] = v[7]
+	return t, true
+}
+
 // Collect implements Collector.
 func (c *CPU) Collect(ctx context.Context) ([]*monitorpb.Metric, error) {
-	var out []*monitorpb.Metric
-	total, err := cpu.TimesWithContext(ctx, false)
-	if err != nil || len(total) == 0 {
-		return nil, fmt.Errorf("read cpu times: %w", errOrEmpty(err))
-	}
-	cores, err := cpu.TimesWithContext(ctx, true)
+	b, err := c.fr.read(c.paths.proc("stat"))
 	if err != nil {
-		return nil, fmt.Errorf("read per-cpu times: %w", err)
+		return nil, fmt.Errorf("read cpu times: %w", err)
 	}
-
-	if c.prevTotal != nil {
-		out = cpuShares(out, *c.prevTotal, total[0])
-	}
-	t := total[0]
-	c.prevTotal = &t
-
-	next := make(map[string]cpu.TimesStat, len(cores))
-	for _, cur := range cores {
-		next[cur.CPU] = cur
-		if prev, ok := c.prevCores[cur.CPU]; ok {
-			if d := diffTimes(prev, cur); d.all > 0 {
-				out = add(out, "cpu.core_usage_percent", "%", monitorpb.Priority_PRIORITY_NORMAL,
-					percent(d.all-d.idle-d.iowait, d.all), "cpu", cur.CPU)
+	var out []*monitorpb.Metric
+	c.rates.Begin(c.now())
+	var parseErr error
+	lines(b, func(line []byte) bool {
+		switch {
+		case bytes.HasPrefix(line, []byte("cpu")):
+			c.f = fieldsInto(c.f, line)
+			t, ok := cpuTimes(c.f)
+			if !ok {
+				parseErr = fmt.Errorf("/proc/stat: cannot parse %q", line)
+				return false
+			}
+			if len(c.f[0]) == 3 {
+				out = c.shares(out, -1, t)
+				return true
+			}
+			n, err := strconv.Atoi(string(c.f[0][3:]))
+			if err != nil || n < 0 {
+				parseErr = fmt.Errorf("/proc/stat: cannot parse %q", line)
+				return false
+			}
+			out = c.shares(out, int32(n), t)
+		case bytes.HasPrefix(line, []byte("ctxt ")):
+			if v, ok := atou(field(line, 1)); ok {
+				if r, ok := c.rates.Observe(cpuKey{-2, kCtxt}, v); ok {
+					out = add(out, "cpu.context_switches_per_sec", "1/s", monitorpb.Priority_PRIORITY_NORMAL, r)
+				}
+			}
+		case bytes.HasPrefix(line, []byte("intr ")):
+			if v, ok := atou(field(line, 1)); ok {
+				if r, ok := c.rates.Observe(cpuKey{-2, kIntr}, v); ok {
+					out = add(out, "cpu.interrupts_per_sec", "1/s", monitorpb.Priority_PRIORITY_NORMAL, r)
+				}
 			}
 		}
+		return true
+	})
+	if parseErr != nil {
+		return nil, parseErr
 	}
-	c.prevCores = next
+	c.rates.Commit()
 
-	avg, err := load.AvgWithContext(ctx)
+	la, err := c.fr.read(c.paths.proc("loadavg"))
 	if err != nil {
 		return out, fmt.Errorf("read load average: %w", err)
 	}
-	out = add(out, "load.1", "", monitorpb.Priority_PRIORITY_HIGH, avg.Load1)
-	out = add(out, "load.5", "", monitorpb.Priority_PRIORITY_NORMAL, avg.Load5)
-	out = add(out, "load.15", "", monitorpb.Priority_PRIORITY_NORMAL, avg.Load15)
+	h, n := monitorpb.Priority_PRIORITY_HIGH, monitorpb.Priority_PRIORITY_NORMAL
+	for i, m := range []struct {
+		name string
+		prio monitorpb.Priority
+	}{{"load.1", h}, {"load.5", n}, {"load.15", n}} {
+		v, ok := atof(field(la, i))
+		if !ok {
+			return out, fmt.Errorf("/proc/loadavg: cannot parse %q", la)
+		}
+		out = add(out, m.name, "", m.prio, v)
+	}
 	return out, nil
 }
 
-// timeDiff holds the seconds each kind of CPU time grew between readings.
-// A kind that went backwards (iowait can, on Linux) counts as 0.
-type timeDiff struct {
-	user, system, idle, iowait, steal, all float64
-}
-
-func diffTimes(a, b cpu.TimesStat) timeDiff {
-	pos := func(x float64) float64 { return max(x, 0) }
-	d := timeDiff{
-		user:   pos(b.User-a.User) + pos(b.Nice-a.Nice),
-		system: pos(b.System-a.System) + pos(b.Irq-a.Irq) + pos(b.Softirq-a.Softirq),
-		idle:   pos(b.Idle - a.Idle),
-		iowait: pos(b.Iowait - a.Iowait),
-		steal:  pos(b.Steal - a.Steal),
+// shares observes one CPU's times and appends its shares when there is a
+// previous reading. cpu −1 is the total.
+func (c *CPU) shares(out []*monitorpb.Metric, cpu int32, t [nKinds]uint64) []*monitorpb.Metric {
+	var r [nKinds]float64
+	have := false
+	for k := range nKinds {
+		// A kind that went backwards (iowait can, on Linux) counts as 0.
+		v, ok := c.rates.Observe(cpuKey{cpu, uint8(k)}, t[k])
+		r[k] = v
+		have = have || ok
 	}
-	// Guest time is already part of user time on Linux.
-	d.all = d.user + d.system + d.idle + d.iowait + d.steal
-	return d
-}
-
-func cpuShares(out []*monitorpb.Metric, prev, cur cpu.TimesStat) []*monitorpb.Metric {
-	d := diffTimes(prev, cur)
-	if d.all <= 0 {
+	all := r[kUser] + r[kSystem] + r[kIdle] + r[kIOWait] + r[kSteal]
+	if !have || all <= 0 {
 		return out
 	}
-	n := monitorpb.Priority_PRIORITY_NORMAL
-	out = add(out, "cpu.usage_percent", "%", monitorpb.Priority_PRIORITY_HIGH, percent(d.all-d.idle-d.iowait, d.all))
-	out = add(out, "cpu.user_percent", "%", n, percent(d.user, d.all))
-	out = add(out, "cpu.system_percent", "%", n, percent(d.system, d.all))
-	out = add(out, "cpu.iowait_percent", "%", n, percent(d.iowait, d.all))
-	out = add(out, "cpu.steal_percent", "%", n, percent(d.steal, d.all))
-	out = add(out, "cpu.idle_percent", "%", n, percent(d.idle, d.all))
-	return out
-}
-
-func errOrEmpty(err error) error {
-	if err != nil {
-		return err
+	busy := percent(all-r[kIdle]-r[kIOWait], all)
+	n, low := monitorpb.Priority_PRIORITY_NORMAL, monitorpb.Priority_PRIORITY_LOW
+	if cpu < 0 {
+		out = add(out, "cpu.usage_percent", "%", monitorpb.Priority_PRIORITY_HIGH, busy)
+		out = add(out, "cpu.user_percent", "%", n, percent(r[kUser], all))
+		out = add(out, "cpu.system_percent", "%", n, percent(r[kSystem], all))
+		out = add(out, "cpu.iowait_percent", "%", n, percent(r[kIOWait], all))
+		out = add(out, "cpu.steal_percent", "%", n, percent(r[kSteal], all))
+		out = add(out, "cpu.idle_percent", "%", n, percent(r[kIdle], all))
+		return out
 	}
-	return fmt.Errorf("no data")
+	for int(cpu) >= len(c.names) {
+		c.names = append(c.names, "cpu"+strconv.Itoa(len(c.names)))
+	}
+	name := c.names[cpu]
+	out = add(out, "cpu.core_usage_percent", "%", n, busy, "cpu", name)
+	out = add(out, "cpu.core_user_percent", "%", low, percent(r[kUser], all), "cpu", name)
+	out = add(out, "cpu.core_system_percent", "%", low, percent(r[kSystem], all), "cpu", name)
+	out = add(out, "cpu.core_iowait_percent", "%", low, percent(r[kIOWait], all), "cpu", name)
+	out = add(out, "cpu.core_steal_percent", "%", low, percent(r[kSteal], all), "cpu", name)
+	out = add(out, "cpu.core_idle_percent", "%", low, percent(r[kIdle], all), "cpu", name)
+	return out
 }

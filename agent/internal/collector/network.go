@@ -1,64 +1,88 @@
 package collector
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"sort"
 	"time"
 
-	"github.com/shirou/gopsutil/v4/net"
-
+	"github.com/monitorhq/monitor/pkg/algorithm"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
 // Network reports traffic, error and drop rates per network interface
-// (loopback excluded).
+// (loopback excluded) from /proc/net/dev.
 type Network struct {
-	r   rates
-	now func() time.Time
+	paths Paths
+	now   func() time.Time
+	fr    fileReader
+	rates *algorithm.Rates[netKey]
+	f     [][]byte
 }
 
-// NewNetwork returns the network collector.
-func NewNetwork() *Network { return &Network{now: time.Now} }
+type netKey struct {
+	iface string
+	col   int
+}
+
+// netSeries are the /proc/net/dev columns reported (0-based after the
+// interface name: 8 receive columns, then 8 transmit columns).
+var netSeries = []struct {
+	col        int
+	name, unit string
+	prio       monitorpb.Priority
+}{
+	{0, "net.rx_bytes_per_sec", "bytes/s", monitorpb.Priority_PRIORITY_NORMAL},
+	{8, "net.tx_bytes_per_sec", "bytes/s", monitorpb.Priority_PRIORITY_NORMAL},
+	{1, "net.rx_packets_per_sec", "packets/s", monitorpb.Priority_PRIORITY_NORMAL},
+	{9, "net.tx_packets_per_sec", "packets/s", monitorpb.Priority_PRIORITY_NORMAL},
+	{2, "net.rx_errors_per_sec", "packets/s", monitorpb.Priority_PRIORITY_LOW},
+	{10, "net.tx_errors_per_sec", "packets/s", monitorpb.Priority_PRIORITY_LOW},
+	{3, "net.rx_drops_per_sec", "packets/s", monitorpb.Priority_PRIORITY_LOW},
+	{11, "net.tx_drops_per_sec", "packets/s", monitorpb.Priority_PRIORITY_LOW},
+}
+
+// NewNetwork returns the network collector; rates span window.
+func NewNetwork(paths Paths, window time.Duration) *Network {
+	return &Network{paths: paths, now: time.Now, rates: algorithm.NewRates[netKey](window)}
+}
 
 // Name implements Collector.
 func (*Network) Name() string { return "network" }
 
 // Collect implements Collector.
 func (c *Network) Collect(ctx context.Context) ([]*monitorpb.Metric, error) {
-	ifs, err := net.IOCountersWithContext(ctx, true)
+	b, err := c.fr.read(c.paths.proc("net", "dev"))
 	if err != nil {
 		return nil, fmt.Errorf("read network counters: %w", err)
 	}
-	sort.Slice(ifs, func(i, j int) bool { return ifs[i].Name < ifs[j].Name })
-	n, low := monitorpb.Priority_PRIORITY_NORMAL, monitorpb.Priority_PRIORITY_LOW
-	series := []struct {
-		name, unit string
-		prio       monitorpb.Priority
-		value      func(s *net.IOCountersStat) uint64
-	}{
-		{"net.rx_bytes_per_sec", "bytes/s", n, func(s *net.IOCountersStat) uint64 { return s.BytesRecv }},
-		{"net.tx_bytes_per_sec", "bytes/s", n, func(s *net.IOCountersStat) uint64 { return s.BytesSent }},
-		{"net.rx_packets_per_sec", "packets/s", n, func(s *net.IOCountersStat) uint64 { return s.PacketsRecv }},
-		{"net.tx_packets_per_sec", "packets/s", n, func(s *net.IOCountersStat) uint64 { return s.PacketsSent }},
-		{"net.rx_errors_per_sec", "packets/s", low, func(s *net.IOCountersStat) uint64 { return s.Errin }},
-		{"net.tx_errors_per_sec", "packets/s", low, func(s *net.IOCountersStat) uint64 { return s.Errout }},
-		{"net.rx_drops_per_sec", "packets/s", low, func(s *net.IOCountersStat) uint64 { return s.Dropin }},
-		{"net.tx_drops_per_sec", "packets/s", low, func(s *net.IOCountersStat) uint64 { return s.Dropout }},
-	}
 	var out []*monitorpb.Metric
-	c.r.begin(c.now())
-	for i := range ifs {
-		s := &ifs[i]
-		if s.Name == "lo" {
-			continue
+	c.rates.Begin(c.now())
+	lines(b, func(line []byte) bool {
+		i := bytes.IndexByte(line, ':')
+		if i < 0 {
+			return true // the two header lines
 		}
-		for _, m := range series {
-			if r, ok := c.r.rate(s.Name+"/"+m.name, m.value(s)); ok {
-				out = add(out, m.name, m.unit, m.prio, r, "interface", s.Name)
+		name := bytes.TrimSpace(line[:i])
+		if string(name) == "lo" || len(name) == 0 {
+			return true
+		}
+		c.f = fieldsInto(c.f, line[i+1:])
+		if len(c.f) < 16 {
+			return true
+		}
+		iface := string(name)
+		for _, s := range netSeries {
+			v, ok := atou(c.f[s.col])
+			if !ok {
+				continue
+			}
+			if r, ok := c.rates.Observe(netKey{iface, s.col}, v); ok {
+				out = add(out, s.name, s.unit, s.prio, r, "interface", iface)
 			}
 		}
-	}
-	c.r.commit()
+		return true
+	})
+	c.rates.Commit()
 	return out, nil
 }

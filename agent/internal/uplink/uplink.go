@@ -1,7 +1,7 @@
 // Package uplink is the agent's gRPC client of a broker's MonitorService:
 // it registers the host, sends heartbeats, and streams the snapshots held in
-// the agent's buffer as sequenced batches on the Ingest stream, releasing
-// them from the buffer only when the broker acknowledges them.
+// the agent's spool as sequenced batches on the Ingest stream, releasing
+// them from the spool only when the broker acknowledges them as stored.
 //
 // Delivery is at least once. Batches carry a sequence number that grows by
 // one per batch for the life of the process (a new stream continues where
@@ -17,8 +17,9 @@
 // in fresh batches.
 //
 // Shutdown: when Run's ctx ends, the uplink keeps sending (and reconnecting
-// if need be) until the buffer is empty or ShutdownTimeout has passed, then
-// half-closes the stream and waits for the broker to end it.
+// if need be) until the spool is empty or ShutdownTimeout has passed, then
+// half-closes the stream and waits for the broker to end it. What is still
+// unacknowledged stays in the spool.
 //
 // Concurrency: Run is called once; Stats is safe from any goroutine. Each
 // connection owns two goroutines (ack receiver, heartbeats), both ended and
@@ -38,9 +39,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/monitorhq/monitor/agent/internal/buffer"
+	"github.com/monitorhq/monitor/agent/internal/spool"
 	"github.com/monitorhq/monitor/pkg/hash"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
@@ -59,6 +59,9 @@ type Config struct {
 	ShutdownTimeout    time.Duration
 	RPCTimeout         time.Duration // deadline of every unary RPC and of each stream Send
 	AckTimeout         time.Duration // outstanding batches with no ack for this long: reconnect
+	// ObserveAck, when set, is called for every acknowledged batch with the
+	// time from its (last) send to the ack.
+	ObserveAck func(latency time.Duration)
 }
 
 // HostInfoFunc returns what Register reports about the host.
@@ -67,6 +70,7 @@ type HostInfoFunc func(ctx context.Context) (*monitorpb.HostInfo, error)
 // Stats are the uplink's counters since New.
 type Stats struct {
 	Acked         uint64 // snapshots released by acks
+	SnapshotsSent uint64 // snapshots sent, resends included
 	Rejected      uint64 // items the broker refused (listed in acks)
 	FlowControls  uint64 // FlowControl messages received
 	Reconnects    uint64 // connections lost or refused
@@ -76,25 +80,25 @@ type Stats struct {
 	Broker        string // the broker of the current or last stream
 }
 
-// Uplink streams the buffer's snapshots to a broker.
+// Uplink streams the spool's snapshots to a broker.
 type Uplink struct {
 	cfg      Config
 	log      *slog.Logger
-	buf      *buffer.Buffer
+	sp       *spool.Spool
 	order    []string
 	hostInfo HostInfoFunc
 
 	nextSeq uint64 // owned by Run's goroutine
 
-	acked, rejected, flowControls, reconnects, sent, resent atomic.Uint64
-	connected                                               atomic.Bool
-	broker                                                  atomic.Pointer[string]
+	acked, rejected, flowControls, reconnects, sent, resent, snapsSent atomic.Uint64
+	connected                                                          atomic.Bool
+	broker                                                             atomic.Pointer[string]
 
 	rejectLog logLimiter
 }
 
-// New returns an uplink that sends buf's snapshots to cfg.Brokers.
-func New(cfg Config, buf *buffer.Buffer, hostInfo HostInfoFunc, logger *slog.Logger) (*Uplink, error) {
+// New returns an uplink that sends sp's snapshots to cfg.Brokers.
+func New(cfg Config, sp *spool.Spool, hostInfo HostInfoFunc, logger *slog.Logger) (*Uplink, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("uplink: no brokers")
 	}
@@ -105,7 +109,7 @@ func New(cfg Config, buf *buffer.Buffer, hostInfo HostInfoFunc, logger *slog.Log
 	return &Uplink{
 		cfg:       cfg,
 		log:       logger,
-		buf:       buf,
+		sp:        sp,
 		order:     ring.Preference(cfg.HostID),
 		hostInfo:  hostInfo,
 		nextSeq:   1,
@@ -121,7 +125,7 @@ func (u *Uplink) Stats() Stats {
 	s := Stats{
 		Acked: u.acked.Load(), Rejected: u.rejected.Load(), FlowControls: u.flowControls.Load(),
 		Reconnects: u.reconnects.Load(), BatchesSent: u.sent.Load(), BatchesResent: u.resent.Load(),
-		Connected: u.connected.Load(),
+		SnapshotsSent: u.snapsSent.Load(), Connected: u.connected.Load(),
 	}
 	if b := u.broker.Load(); b != nil {
 		s.Broker = *b
@@ -134,7 +138,7 @@ func (u *Uplink) Stats() Stats {
 var errDrained = errors.New("drained")
 
 // Run streams until ctx ends, then drains (see the package comment) and
-// returns the number of snapshots left unacknowledged in the buffer.
+// returns the number of snapshots left unacknowledged in the spool.
 func (u *Uplink) Run(ctx context.Context) (unacked int) {
 	// life outlives ctx by at most ShutdownTimeout: the drain's deadline.
 	life, cancelLife := context.WithCancel(context.WithoutCancel(ctx))
@@ -147,7 +151,7 @@ func (u *Uplink) Run(ctx context.Context) (unacked int) {
 		case <-life.Done():
 			return
 		}
-		if u.buf.Len() == 0 && !u.connected.Load() {
+		if u.sp.Len() == 0 && !u.connected.Load() {
 			cancelLife() // nothing to deliver and no stream to close
 			return
 		}
@@ -168,19 +172,19 @@ func (u *Uplink) Run(ctx context.Context) (unacked int) {
 	idx := 0      // into u.order
 	var downSince time.Time
 	for {
-		if ctx.Err() != nil && u.buf.Len() == 0 {
+		if ctx.Err() != nil && u.sp.Len() == 0 {
 			return 0
 		}
 		if life.Err() != nil {
-			return u.buf.Len()
+			return u.sp.Len()
 		}
 		addr := u.order[idx]
 		healthy, err := u.session(ctx, life, addr)
 		if errors.Is(err, errDrained) {
-			return u.buf.Len()
+			return u.sp.Len()
 		}
 		if life.Err() != nil {
-			return u.buf.Len()
+			return u.sp.Len()
 		}
 		u.reconnects.Add(1)
 		if healthy {
@@ -206,7 +210,7 @@ func (u *Uplink) Run(ctx context.Context) (unacked int) {
 		case <-t.C:
 		case <-life.Done():
 			t.Stop()
-			return u.buf.Len()
+			return u.sp.Len()
 		}
 	}
 }
@@ -227,11 +231,14 @@ func (u *Uplink) backoff(failures int) time.Duration {
 	return lo + rand.N(hi-lo+1)
 }
 
-// inflight is a sent, unacknowledged batch: its sequence number and the
-// buffer positions [from, to) it carried.
+// inflight is a sent, unacknowledged batch: its sequence number, the spool
+// positions [from, to) it carried, how many snapshots its last send held,
+// and when that was.
 type inflight struct {
 	seq      uint64
 	from, to uint64
+	count    int
+	sentAt   time.Time
 }
 
 // session connects to addr, registers, and runs one Ingest stream until it
@@ -266,7 +273,7 @@ func (u *Uplink) session(ctx, life context.Context, addr string) (healthy bool, 
 	u.broker.Store(&addr)
 	u.connected.Store(true)
 	defer u.connected.Store(false)
-	u.log.Info("streaming to broker", "broker", addr, "buffered", u.buf.Len(), "next_seq", u.nextSeq)
+	u.log.Info("streaming to broker", "broker", addr, "spooled", u.sp.Len(), "next_seq", u.nextSeq)
 
 	responses := make(chan *monitorpb.IngestResponse, 16)
 	recvErr := make(chan error, 1)
@@ -356,7 +363,7 @@ type session struct {
 	cancel context.CancelCauseFunc
 
 	window       []inflight
-	nextPos      uint64 // buffer position of the first snapshot not yet batched
+	nextPos      uint64 // spool position of the first snapshot not yet batched
 	paused       bool   // FlowControl: wait for the timer, then resend
 	resendIdx    int    // index into window to resend from when the pause ends
 	lastProgress time.Time
@@ -380,6 +387,7 @@ func (s *session) sendBatch(seq uint64, snaps []*monitorpb.Snapshot) error {
 		return fmt.Errorf("send batch %d: %w", seq, err)
 	}
 	s.u.sent.Add(1)
+	s.u.snapsSent.Add(uint64(len(snaps)))
 	return nil
 }
 
@@ -387,20 +395,19 @@ func (s *session) sendBatch(seq uint64, snaps []*monitorpb.Snapshot) error {
 func (s *session) fill() error {
 	u := s.u
 	for len(s.window) < u.cfg.MaxInflightBatches {
-		snaps, first, next := u.buf.Read(s.nextPos, u.cfg.BatchMaxSnapshots)
-		if len(snaps) == 0 {
+		items, next := u.sp.Read(s.nextPos, u.cfg.BatchMaxSnapshots, maxBatchBytes)
+		if len(items) == 0 {
 			s.nextPos = next
 			return nil
 		}
-		snaps = capBytes(snaps, maxBatchBytes)
-		next = first + uint64(len(snaps))
 		s.nextPos = next
 		seq := u.nextSeq
 		u.nextSeq++
 		if len(s.window) == 0 {
 			s.lastProgress = time.Now()
 		}
-		s.window = append(s.window, inflight{seq: seq, from: first, to: next})
+		snaps := snapshots(items)
+		s.window = append(s.window, inflight{seq: seq, from: items[0].Pos, to: next, count: len(snaps), sentAt: time.Now()})
 		if err := s.sendBatch(seq, snaps); err != nil {
 			return err
 		}
@@ -408,29 +415,28 @@ func (s *session) fill() error {
 	return nil
 }
 
-// maxBatchBytes keeps a batch well under gRPC's default 4 MiB message
-// limit, whatever batch_max_snapshots says, on hosts with many series.
-const maxBatchBytes = 1 << 20
-
-// capBytes returns the longest prefix of snaps (at least one) whose encoded
-// size stays within limit.
-func capBytes(snaps []*monitorpb.Snapshot, limit int) []*monitorpb.Snapshot {
-	total := 0
-	for i, sn := range snaps {
-		total += proto.Size(sn) + 8 // + field tag and length
-		if total > limit && i > 0 {
-			return snaps[:i]
-		}
+func snapshots(items []spool.Item) []*monitorpb.Snapshot {
+	out := make([]*monitorpb.Snapshot, len(items))
+	for i, it := range items {
+		out[i] = it.Snap
 	}
-	return snaps
+	return out
 }
 
+// maxBatchBytes keeps a batch well under gRPC's default 4 MiB message
+// limit, whatever batch_max_snapshots says, on hosts with many series (a
+// single larger snapshot still goes, alone).
+const maxBatchBytes = 1 << 20
+
 // resend sends the window from resendIdx on again, same numbers, same
-// positions; snapshots dropped from the buffer meanwhile are left out (a
-// batch may go out empty, which keeps the sequence unbroken).
+// positions; snapshots dropped from the spool meanwhile (its cap) are left
+// out (a batch may go out empty, which keeps the sequence unbroken).
 func (s *session) resend() error {
-	for _, b := range s.window[s.resendIdx:] {
-		if err := s.sendBatch(b.seq, s.u.buf.ReadRange(b.from, b.to)); err != nil {
+	for i := s.resendIdx; i < len(s.window); i++ {
+		b := &s.window[i]
+		snaps := snapshots(s.u.sp.ReadRange(b.from, b.to))
+		b.count, b.sentAt = len(snaps), time.Now()
+		if err := s.sendBatch(b.seq, snaps); err != nil {
 			return err
 		}
 		s.u.resent.Add(1)
@@ -442,7 +448,8 @@ func (s *session) resend() error {
 
 func (s *session) run(ctx, sctx context.Context, responses <-chan *monitorpb.IngestResponse, recvErr <-chan error) error {
 	u := s.u
-	s.nextPos, _ = u.buf.Bounds() // everything held is unacknowledged: send it all
+	s.nextPos, _ = u.sp.Bounds() // everything held is unacknowledged: send it all
+	spoolReady := u.sp.Ready()
 	ctxDone := ctx.Done()
 	draining, closing := false, false
 	var pause <-chan time.Time
@@ -451,7 +458,7 @@ func (s *session) run(ctx, sctx context.Context, responses <-chan *monitorpb.Ing
 	defer watchdog.Stop()
 
 	for {
-		if draining && !closing && u.buf.Len() == 0 {
+		if draining && !closing && u.sp.Len() == 0 {
 			// Everything is acknowledged: half-close and wait for the
 			// broker to end the stream.
 			if err := s.stream.CloseSend(); err != nil {
@@ -467,7 +474,7 @@ func (s *session) run(ctx, sctx context.Context, responses <-chan *monitorpb.Ing
 		select {
 		case <-ctxDone:
 			draining, ctxDone = true, nil
-		case <-u.buf.Ready():
+		case <-spoolReady:
 		case resp := <-responses:
 			if err := s.handle(resp, &pause); err != nil {
 				return err
@@ -511,7 +518,14 @@ func (s *session) handle(resp *monitorpb.IngestResponse, pause *<-chan time.Time
 		}
 		s.acked = true
 		if n > 0 {
-			u.acked.Add(uint64(u.buf.Release(s.window[n-1].to)))
+			now := time.Now()
+			for _, b := range s.window[:n] {
+				u.acked.Add(uint64(b.count))
+				if u.cfg.ObserveAck != nil {
+					u.cfg.ObserveAck(now.Sub(b.sentAt))
+				}
+			}
+			u.sp.Release(s.window[n-1].to)
 			s.window = s.window[n:]
 			s.resendIdx = max(0, s.resendIdx-n)
 			s.lastProgress = time.Now()

@@ -7,17 +7,25 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/monitorhq/monitor/agent/internal/buffer"
-	monitorpb "github.com/monitorhq/monitor/proto"
+	"github.com/monitorhq/monitor/agent/internal/spool"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+func memSpool(t *testing.T) *spool.Spool {
+	t.Helper()
+	sp, err := spool.Open(spool.Options{MaxBytes: 1 << 20}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	return sp
+}
+
 func TestBackoffGrowsWithJitterWithinBounds(t *testing.T) {
 	u, err := New(Config{HostID: "h", Brokers: []string{"127.0.0.1:1"}, MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second},
-		buffer.New(16), nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		memSpool(t), nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,27 +66,8 @@ func TestLogLimiter(t *testing.T) {
 }
 
 func TestNewRefusesDuplicateBrokers(t *testing.T) {
-	_, err := New(Config{HostID: "h", Brokers: []string{"a:1", "a:1"}}, buffer.New(16), nil, slog.New(slog.DiscardHandler))
+	_, err := New(Config{HostID: "h", Brokers: []string{"a:1", "a:1"}}, memSpool(t), nil, slog.New(slog.DiscardHandler))
 	if err == nil {
 		t.Fatal("duplicate brokers accepted")
-	}
-}
-
-func TestCapBytesSplitsLargeBatches(t *testing.T) {
-	big := &monitorpb.Snapshot{HostId: "h", Timestamp: 1}
-	for i := range 2000 {
-		big.Metrics = append(big.Metrics, &monitorpb.Metric{Name: "m", Value: float64(i), Unit: "bytes", Labels: map[string]string{"device": "dev"}})
-	}
-	size := proto.Size(big)
-	snaps := make([]*monitorpb.Snapshot, 64)
-	for i := range snaps {
-		snaps[i] = big
-	}
-	got := capBytes(snaps, maxBatchBytes)
-	if len(got) == 0 || len(got) == len(snaps) || len(got)*size > maxBatchBytes {
-		t.Fatalf("kept %d snapshots of %d bytes each under a %d limit", len(got), size, maxBatchBytes)
-	}
-	if got := capBytes(snaps[:1], 10); len(got) != 1 {
-		t.Fatal("a single oversized snapshot must still be sent")
 	}
 }

@@ -91,7 +91,115 @@ func (s *Service) Latest(ctx context.Context, req *monitorpb.LatestRequest) (*mo
 	return &monitorpb.LatestResponse{Snapshot: ToProto(&snap)}, nil
 }
 
-// QueryRange returns one host's series over a time range.
+// Defaults of QueryOptions.
+const (
+	DefaultMaxPoints   = 2000
+	DefaultRawInterval = 5 * time.Second
+)
+
+// QueryOptions choose what a range query reads. Zero fields take the
+// defaults noted.
+type QueryOptions struct {
+	// MaxPoints is the most points per series one query may read from
+	// storage; default DefaultMaxPoints. It bounds the work of a query,
+	// whatever the range and step.
+	MaxPoints int
+	// RawInterval is the agents' collection interval, from which the raw
+	// points of a range are estimated; default DefaultRawInterval (5 s).
+	RawInterval time.Duration
+	// RawRetention is how long raw snapshots are kept (storage.ttl);
+	// default storage.DefaultRetention.
+	RawRetention time.Duration
+	// Rollups is how long each rollup resolution is kept.
+	Rollups storage.RollupRetention
+	// NoRollups says the store keeps no rollups: every query reads raw.
+	NoRollups bool
+}
+
+func (o QueryOptions) withDefaults() QueryOptions {
+	if o.MaxPoints <= 0 {
+		o.MaxPoints = DefaultMaxPoints
+	}
+	if o.RawInterval <= 0 {
+		o.RawInterval = DefaultRawInterval
+	}
+	if o.RawRetention <= 0 {
+		o.RawRetention = storage.DefaultRetention
+	}
+	o.Rollups = o.Rollups.WithDefaults()
+	return o
+}
+
+// level is one resolution a query can read.
+type level struct {
+	res       storage.Resolution
+	width     int64 // seconds per point read: the raw interval, 60, 3600
+	retention time.Duration
+	pb        monitorpb.Resolution
+}
+
+func (o QueryOptions) levels() []level {
+	ls := []level{{storage.Raw, max(1, int64(o.RawInterval/time.Second)), o.RawRetention, monitorpb.Resolution_RESOLUTION_RAW}}
+	if !o.NoRollups {
+		ls = append(ls,
+			level{storage.Minute, int64(storage.Minute), o.Rollups.Minute, monitorpb.Resolution_RESOLUTION_1M},
+			level{storage.Hour, int64(storage.Hour), o.Rollups.Hour, monitorpb.Resolution_RESOLUTION_1H})
+	}
+	return ls
+}
+
+// points is how many points per series l reads over from..to.
+func (l level) points(from, to int64) int64 {
+	if l.res == storage.Raw {
+		return (to-from)/l.width + 1
+	}
+	return (l.res.BucketStart(to)-l.res.BucketStart(from))/l.width + 1
+}
+
+// covers reports whether l still holds data as old as from.
+func (l level) covers(from int64, now time.Time) bool {
+	return from >= now.Add(-l.retention).Unix()
+}
+
+// chooseLevel picks what a query reads (see QueryRangeRequest in
+// proto/monitor.proto): with AUTO, the finest level, not finer than step,
+// whose retention covers from and that reads at most MaxPoints points per
+// series; when none does, the coarsest level. An explicit resolution is
+// taken as asked unless it reads too much.
+func (o QueryOptions) chooseLevel(from, to, step int64, want monitorpb.Resolution, now time.Time) (level, error) {
+	ls := o.levels()
+	if want != monitorpb.Resolution_RESOLUTION_AUTO {
+		for _, l := range ls {
+			if l.pb != want {
+				continue
+			}
+			if n := l.points(from, to); n > int64(o.MaxPoints) {
+				return level{}, status.Errorf(codes.InvalidArgument, "resolution %s over %s reads about %d points per series, more than query.max_points %d; use a coarser resolution, a shorter range or resolution AUTO",
+					l.res, time.Duration(to-from)*time.Second, n, o.MaxPoints)
+			}
+			return l, nil
+		}
+		if want == monitorpb.Resolution_RESOLUTION_1M || want == monitorpb.Resolution_RESOLUTION_1H {
+			return level{}, status.Errorf(codes.FailedPrecondition, "resolution %s: this broker keeps no rollups (storage.rollups.enabled is false)", want)
+		}
+		return level{}, status.Errorf(codes.InvalidArgument, "resolution %v is not one of AUTO, RAW, 1M, 1H", want)
+	}
+	first := 0
+	for i, l := range ls {
+		if l.res != storage.Raw && step >= int64(l.res) {
+			first = i
+		}
+	}
+	for _, l := range ls[first:] {
+		if l.points(from, to) <= int64(o.MaxPoints) && l.covers(from, now) {
+			return l, nil
+		}
+	}
+	return ls[len(ls)-1], nil
+}
+
+// QueryRange returns one host's series over a time range, from the raw
+// snapshots or the rollups (see chooseLevel); the response says which.
 func (s *Service) QueryRange(ctx context.Context, req *monitorpb.QueryRangeRequest) (*monitorpb.QueryRangeResponse, error) {
 	if err := storage.ValidateHostID(req.GetHostId()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -107,13 +215,36 @@ func (s *Service) QueryRange(ctx context.Context, req *monitorpb.QueryRangeReque
 	case step < 0:
 		return nil, status.Errorf(codes.InvalidArgument, "step %d is negative", step)
 	}
+	qo := s.opts.Query.withDefaults()
+	l, err := qo.chooseLevel(from, to, step, req.GetResolution(), s.opts.Now())
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.QueryTimeout)
 	defer cancel()
-	snaps, err := s.store.Range(ctx, storage.RangeQuery{HostID: req.GetHostId(), From: from, To: to, Match: storage.NewMatcher(req.GetNames())})
+	match := storage.NewMatcher(req.GetNames())
+	out := &monitorpb.QueryRangeResponse{HostId: req.GetHostId(), Resolution: l.pb}
+	if l.res == storage.Raw {
+		snaps, err := s.store.Range(ctx, storage.RangeQuery{HostID: req.GetHostId(), From: from, To: to, Match: match})
+		if err != nil {
+			return nil, storageErr("range query", err)
+		}
+		out.Series, out.Step, out.SnapshotsRead = toSeries(snaps, step), step, uint32(len(snaps))
+		return out, nil
+	}
+	rs, err := s.store.RangeRollup(ctx, storage.RollupQuery{HostID: req.GetHostId(), Resolution: l.res, From: from, To: to, Match: match})
 	if err != nil {
 		return nil, storageErr("range query", err)
 	}
-	return &monitorpb.QueryRangeResponse{HostId: req.GetHostId(), Series: toSeries(snaps, step), SnapshotsRead: uint32(len(snaps))}, nil
+	// Points are whole buckets: a step is rounded up to a multiple of the
+	// bucket width, so every point aggregates the same number of buckets.
+	// (A step longer than the range gives one point either way; capping it
+	// keeps the rounding from overflowing.)
+	w := int64(l.res)
+	st := min(step, to-from+w)
+	out.Step = max(w, (st+w-1)/w*w)
+	out.Series, out.BucketsRead = rollupSeries(rs, out.Step), uint32(bucketsRead(rs))
+	return out, nil
 }
 
 // Subscribe streams stored snapshots as they are stored.
@@ -160,24 +291,16 @@ func ToProto(s *storage.Snapshot) *monitorpb.Snapshot {
 	return out
 }
 
-// toSeries regroups snapshots by series; step > 0 averages the samples of
-// each step-aligned bucket (timestamp = bucket start).
+// toSeries regroups snapshots by series; step > 0 aggregates the samples of
+// each step-aligned bucket (timestamp = bucket start, value = average).
 func toSeries(snaps []storage.Snapshot, step int64) []*monitorpb.Series {
 	type acc struct {
-		series        *monitorpb.Series
-		bucket        int64
-		sum           float64
-		n             int
-		bucketStarted bool
+		series *monitorpb.Series
+		bucket int64
+		agg    storage.Aggregate
 	}
 	bySeries := map[string]*acc{}
 	var order []string
-	flush := func(a *acc) {
-		if a.bucketStarted {
-			a.series.Points = append(a.series.Points, &monitorpb.Point{Timestamp: a.bucket, Value: a.sum / float64(a.n)})
-			a.bucketStarted, a.sum, a.n = false, 0, 0
-		}
-	}
 	for i := range snaps {
 		for _, smp := range snaps[i].Samples {
 			a := bySeries[smp.Series]
@@ -196,22 +319,70 @@ func toSeries(snaps []storage.Snapshot, step int64) []*monitorpb.Series {
 				continue
 			}
 			b := ts - ts%step
-			if a.bucketStarted && b != a.bucket {
-				flush(a)
+			if a.agg.Count > 0 && b != a.bucket {
+				a.series.Points = append(a.series.Points, aggregatePoint(a.bucket, &a.agg))
+				a.agg = storage.Aggregate{}
 			}
-			a.bucket, a.bucketStarted = b, true
-			a.sum += smp.Value
-			a.n++
+			a.bucket = b
+			a.agg.Add(ts, smp.Value, smp.Unit)
 		}
 	}
 	sort.Strings(order)
 	out := make([]*monitorpb.Series, 0, len(order))
 	for _, k := range order {
 		a := bySeries[k]
-		flush(a)
+		if a.agg.Count > 0 {
+			a.series.Points = append(a.series.Points, aggregatePoint(a.bucket, &a.agg))
+		}
 		out = append(out, a.series)
 	}
 	return out
+}
+
+// rollupSeries turns rollup buckets into series; a step wider than the
+// buckets merges them per step-aligned bucket.
+func rollupSeries(rs []storage.RollupSeries, step int64) []*monitorpb.Series {
+	out := make([]*monitorpb.Series, 0, len(rs))
+	for i := range rs {
+		r := &rs[i]
+		name, labels, err := storage.ParseSeries(r.Series)
+		if err != nil || len(r.Points) == 0 {
+			continue // validated on the way in; unreachable unless storage was edited by hand
+		}
+		ser := &monitorpb.Series{Name: name, Labels: labels, Unit: r.Points[len(r.Points)-1].Unit, Points: make([]*monitorpb.Point, 0, len(r.Points))}
+		var agg storage.Aggregate
+		var bucket int64
+		for j := range r.Points {
+			p := &r.Points[j]
+			b := p.Start - p.Start%step
+			if agg.Count > 0 && b != bucket {
+				ser.Points = append(ser.Points, aggregatePoint(bucket, &agg))
+				agg = storage.Aggregate{}
+			}
+			bucket = b
+			agg.Merge(p.Aggregate)
+		}
+		if agg.Count > 0 {
+			ser.Points = append(ser.Points, aggregatePoint(bucket, &agg))
+		}
+		out = append(out, ser)
+	}
+	return out
+}
+
+func aggregatePoint(ts int64, a *storage.Aggregate) *monitorpb.Point {
+	return &monitorpb.Point{Timestamp: ts, Value: a.Avg(), Min: a.Min, Max: a.Max, Count: uint64(a.Count), Last: a.Last}
+}
+
+// bucketsRead counts the distinct buckets behind rs.
+func bucketsRead(rs []storage.RollupSeries) int {
+	starts := map[int64]struct{}{}
+	for i := range rs {
+		for j := range rs[i].Points {
+			starts[rs[i].Points[j].Start] = struct{}{}
+		}
+	}
+	return len(starts)
 }
 
 // storageErr maps a storage error to a gRPC status at the edge.

@@ -193,7 +193,7 @@ func TestWriteFailureBecomesFlowControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	fc := r.GetFlowControl()
-	if fc == nil || fc.GetResendFromSeq() != 2 || fc.GetRetryAfterMs() != 50 || fc.GetReason() == "" {
+	if fc == nil || fc.GetResendFromSeq() != 2 || fc.GetRetryAfterMs() < 25 || fc.GetRetryAfterMs() > 75 || fc.GetReason() == "" { // retry_after 50ms ±50 % jitter
 		t.Fatalf("want FlowControl{resend_from_seq: 2}, got %v", r)
 	}
 	rs.Restart(t)
@@ -309,13 +309,18 @@ func TestRegistryAndQueries(t *testing.T) {
 	// Raw range, then a 60 s step averaging each bucket.
 	q := &monitorpb.QueryRangeRequest{HostId: "db-1", Names: []string{"cpu.usage_percent"}, From: now.Unix() - 110, To: now.Unix()}
 	r, err := c.QueryRange(ctx, q)
-	if err != nil || len(r.GetSeries()) != 1 || len(r.GetSeries()[0].GetPoints()) != 12 || r.GetSnapshotsRead() != 12 {
+	if err != nil || len(r.GetSeries()) != 1 || len(r.GetSeries()[0].GetPoints()) != 12 || r.GetSnapshotsRead() != 12 ||
+		r.GetResolution() != monitorpb.Resolution_RESOLUTION_RAW {
 		t.Fatalf("raw range: %v %v", r, err)
 	}
+	// A 60 s step reads the minute rollups.
 	q.Step = 60
 	r, err = c.QueryRange(ctx, q)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r.GetResolution() != monitorpb.Resolution_RESOLUTION_1M || r.GetStep() != 60 || r.GetBucketsRead() != 3 {
+		t.Fatalf("step 60: resolution %v step %d buckets %d", r.GetResolution(), r.GetStep(), r.GetBucketsRead())
 	}
 	// now is minute-aligned: buckets hold samples 0-4, 5-10 and 11.
 	want := [][2]float64{{float64(now.Unix() - 120), 2}, {float64(now.Unix() - 60), 7.5}, {float64(now.Unix()), 11}}

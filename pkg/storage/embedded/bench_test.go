@@ -3,6 +3,7 @@ package embedded
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -32,28 +33,31 @@ func benchSnapshot(host string, ts int64) storage.Snapshot {
 }
 
 func BenchmarkWriteSnapshots(b *testing.B) {
-	for _, batch := range []int{1, 10, 100} {
-		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
-			s := openT(b, b.TempDir(), Options{})
-			defer s.Close()
-			ctx := context.Background()
-			base := time.Now().Unix() - 100_000
-			snaps := make([]storage.Snapshot, batch)
-			for h := range snaps {
-				snaps[h] = benchSnapshot("bench-"+strconv.Itoa(h), base)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
+	for _, rollups := range []bool{true, false} {
+		for _, batch := range []int{1, 10, 100} {
+			b.Run(fmt.Sprintf("rollups=%v/batch=%d", rollups, batch), func(b *testing.B) {
+				s := openT(b, b.TempDir(), Options{NoRollups: !rollups})
+				defer s.Close()
+				ctx := context.Background()
+				// Every call at a new timestamp, all inside the retention.
+				base := time.Now().Unix() - 6*24*3600
+				snaps := make([]storage.Snapshot, batch)
 				for h := range snaps {
-					snaps[h].Timestamp = base + int64(i)
+					snaps[h] = benchSnapshot("bench-"+strconv.Itoa(h), base)
 				}
-				if err := s.WriteSnapshots(ctx, snaps); err != nil {
-					b.Fatal(err)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					for h := range snaps {
+						snaps[h].Timestamp = base + int64(i)
+					}
+					if err := s.WriteSnapshots(ctx, snaps); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "snapshots/s")
-		})
+				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "snapshots/s")
+			})
+		}
 	}
 }
 
@@ -92,5 +96,75 @@ func BenchmarkRange720(b *testing.B) {
 		if len(got) != 720 || len(got[0].Samples) != 50 {
 			b.Fatalf("got %d snapshots", len(got))
 		}
+	}
+}
+
+// latencies runs op b.N times and reports the median and 99th percentile.
+func latencies(b *testing.B, op func() error) {
+	d := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := op(); err != nil {
+			b.Fatal(err)
+		}
+		d = append(d, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(d)
+	b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(d[len(d)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkRangeLatency is the query side of a chart: 1 h raw (720
+// snapshots at 5 s), 24 h at 1 minute (1440 buckets), 7 d at 1 hour (168
+// buckets), one host, 50 series. The week is written at one snapshot per
+// minute: a bucket reads as fast whatever its count.
+func BenchmarkRangeLatency(b *testing.B) {
+	s := openT(b, b.TempDir(), Options{})
+	defer s.Close()
+	ctx := context.Background()
+	to := time.Now().Unix()
+	var batch []storage.Snapshot
+	flush := func() {
+		if err := s.WriteSnapshots(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	for ts := to - 719*5; ts <= to; ts += 5 {
+		batch = append(batch, benchSnapshot("hour-host", ts))
+	}
+	flush()
+	for ts := to - 7*24*3600 + 60; ts <= to; ts += 60 {
+		if batch = append(batch, benchSnapshot("week-host", ts)); len(batch) == 1000 {
+			flush()
+		}
+	}
+	flush()
+	b.Run("1h-raw", func(b *testing.B) {
+		latencies(b, func() error {
+			got, err := s.Range(ctx, storage.RangeQuery{HostID: "hour-host", From: to - 719*5, To: to})
+			if err == nil && len(got) != 720 {
+				err = fmt.Errorf("got %d snapshots", len(got))
+			}
+			return err
+		})
+	})
+	for _, tc := range []struct {
+		name string
+		res  storage.Resolution
+		span int64
+	}{{"24h-1m", storage.Minute, 24 * 3600}, {"7d-1h", storage.Hour, 7 * 24 * 3600}} {
+		b.Run(tc.name, func(b *testing.B) {
+			latencies(b, func() error {
+				got, err := s.RangeRollup(ctx, storage.RollupQuery{HostID: "week-host", Resolution: tc.res, From: to - tc.span, To: to})
+				if err == nil && (len(got) != 50 || int64(len(got[0].Points)) < tc.span/int64(tc.res)) {
+					err = fmt.Errorf("got %d series", len(got))
+				}
+				return err
+			})
+		})
 	}
 }

@@ -14,18 +14,34 @@
 //	        8-byte big-endian timestamp -> encoded snapshot (codec.go:
 //	        version byte, tags, samples sorted by series, each value a
 //	        float64 or a zigzag varint when integral)
+//	bucket "rollup_1m", "rollup_1h"
+//	    bucket {hostId}
+//	        8-byte big-endian bucket start -> the bucket's aggregates, one
+//	        per series: min, max, sum, count, last and its timestamp, unit
+//	        (rollup.go)
+//	bucket "rollup_seen"
+//	    bucket {hostId}
+//	        8-byte big-endian hour start -> 450-byte bitmap of the
+//	        timestamps of the hour already counted in the rollups
 //
 // Big-endian keys keep a host's snapshots in time order, so a range is one
-// cursor seek and a walk, and the newest snapshot is the last key.
+// cursor seek and a walk, and the newest snapshot is the last key. The
+// rollups follow storage.Store's contract exactly as the Redis backend does
+// (counted once per host and timestamp, in the snapshots' transaction).
+// Files written before rollups existed get the rollup buckets on Open and
+// rollups from then on.
 //
 // # Retention
 //
 // A sweeper goroutine owned by the Store (started by Open, stopped and
 // joined by Close) runs every SweepInterval, and once right after Open: it
-// deletes snapshots older than Retention (by timestamp), empty host
-// buckets, and host records inactive for longer than HostTTL (activity:
-// registration, heartbeat, newest data). Reads apply the same cut-offs, so
-// nothing older is ever returned whatever the sweeper's progress.
+// deletes snapshots older than Retention (by timestamp), rollup buckets
+// older than their resolution's retention (by bucket start), seen bitmaps
+// of hours that no longer accept data (start + 1 h older than Retention),
+// empty host buckets, and host records inactive for longer than HostTTL
+// (activity: registration, heartbeat, newest data). Reads apply the same
+// cut-offs, so nothing older is ever returned whatever the sweeper's
+// progress.
 //
 // # Durability and concurrency
 //
@@ -82,6 +98,14 @@ type Options struct {
 	// HostTTL is how long a host registration outlives the host's last
 	// activity; default Retention.
 	HostTTL time.Duration
+	// Rollups is how long each rollup resolution is kept; default 30 days
+	// of minutes and a year of hours.
+	Rollups storage.RollupRetention
+	// NoRollups turns rollups off: nothing is aggregated at write time and
+	// RangeRollup returns storage.ErrNoRollups.
+	NoRollups bool
+	// Now is the clock retention is computed from; default time.Now.
+	Now func() time.Time
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -93,6 +117,13 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.HostTTL == 0 {
 		o.HostTTL = o.Retention
+	}
+	o.Rollups = o.Rollups.WithDefaults()
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if err := o.Rollups.Validate(); err != nil {
+		return o, err
 	}
 	switch {
 	case o.Retention < time.Second:
@@ -153,7 +184,7 @@ func Open(dir string, opts Options, logger *slog.Logger) (*Store, error) {
 		case len(v) != 1 || v[0] != formatVersion:
 			return fmt.Errorf("layout version %v is not %d (written by another version?)", v, formatVersion)
 		}
-		for _, b := range [][]byte{bucketHosts, bucketSnapshots} {
+		for _, b := range [][]byte{bucketHosts, bucketSnapshots, bucketRollupMinute, bucketRollupHour, bucketRollupSeen} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -164,7 +195,7 @@ func Open(dir string, opts Options, logger *slog.Logger) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
 	}
-	s := &Store{db: db, opts: opts, logger: logger, now: time.Now, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Store{db: db, opts: opts, logger: logger, now: opts.Now, stop: make(chan struct{}), done: make(chan struct{})}
 	go s.sweeper()
 	logger.Info("embedded storage opened", "path", path, "retention", opts.Retention)
 	return s, nil
@@ -253,7 +284,10 @@ func (s *Store) WriteSnapshots(ctx context.Context, snaps []storage.Snapshot) er
 				return fmt.Errorf("put snapshot %s@%d: %w", snaps[i].HostID, snaps[i].Timestamp, err)
 			}
 		}
-		return nil
+		if s.opts.NoRollups {
+			return nil
+		}
+		return s.rollUp(tx, snaps)
 	})
 	if err != nil {
 		return fmt.Errorf("write %d snapshots: %w", len(snaps), err)
@@ -557,40 +591,54 @@ func (s *Store) sweeper() {
 
 // sweep runs one pass; it returns early (nil) when Close is called.
 func (s *Store) sweep() error {
-	cut := s.cutoff()
-	var hostIDs [][]byte
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSnapshots).ForEachBucket(func(k []byte) error {
-			hostIDs = append(hostIDs, slices.Clone(k))
-			return nil
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("list host buckets: %w", err)
+	now := s.now()
+	// Per root bucket, keys (timestamps or bucket starts) below the cut go.
+	roots := []struct {
+		name []byte
+		cut  int64
+	}{
+		{bucketSnapshots, s.cutoff()},
+		{bucketRollupMinute, now.Add(-s.opts.Rollups.Minute).Unix()},
+		{bucketRollupHour, now.Add(-s.opts.Rollups.Hour).Unix()},
+		// An hour's bitmap is needed while the hour's last second is
+		// within the retention.
+		{bucketRollupSeen, s.cutoff() - int64(storage.Hour) + 1},
 	}
 	deleted, buckets := 0, 0
-	for _, id := range hostIDs {
-		for {
-			select {
-			case <-s.stop:
+	for _, root := range roots {
+		var hostIDs [][]byte
+		err := s.db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(root.name).ForEachBucket(func(k []byte) error {
+				hostIDs = append(hostIDs, slices.Clone(k))
 				return nil
-			default:
-			}
-			n, more, gone, err := s.sweepHost(id, cut)
-			if err != nil {
-				return fmt.Errorf("sweep host %s: %w", id, err)
-			}
-			deleted += n
-			if gone {
-				buckets++
-			}
-			if !more {
-				break
+			})
+		})
+		if err != nil {
+			return fmt.Errorf("list host buckets of %s: %w", root.name, err)
+		}
+		for _, id := range hostIDs {
+			for {
+				select {
+				case <-s.stop:
+					return nil
+				default:
+				}
+				n, more, gone, err := s.sweepHost(root.name, id, root.cut)
+				if err != nil {
+					return fmt.Errorf("sweep %s of host %s: %w", root.name, id, err)
+				}
+				deleted += n
+				if gone {
+					buckets++
+				}
+				if !more {
+					break
+				}
 			}
 		}
 	}
 	lapsed := 0
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		hosts := tx.Bucket(bucketHosts)
 		var dead [][]byte
 		err := hosts.ForEach(func(k, _ []byte) error {
@@ -618,17 +666,17 @@ func (s *Store) sweep() error {
 		return fmt.Errorf("sweep host records: %w", err)
 	}
 	if deleted+buckets+lapsed > 0 {
-		s.logger.Debug("embedded storage swept", "snapshots", deleted, "host_buckets", buckets, "host_records", lapsed)
+		s.logger.Debug("embedded storage swept", "keys", deleted, "host_buckets", buckets, "host_records", lapsed)
 	}
 	return nil
 }
 
-// sweepHost deletes up to sweepBatch snapshots older than cut in one
-// transaction; more reports that some may be left, gone that the host's
-// bucket was emptied and removed.
-func (s *Store) sweepHost(id []byte, cut int64) (n int, more, gone bool, err error) {
+// sweepHost deletes up to sweepBatch keys below cut from the host's bucket
+// under rootName in one transaction; more reports that some may be left,
+// gone that the host's bucket was emptied and removed.
+func (s *Store) sweepHost(rootName, id []byte, cut int64) (n int, more, gone bool, err error) {
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		root := tx.Bucket(bucketSnapshots)
+		root := tx.Bucket(rootName)
 		b := root.Bucket(id)
 		if b == nil {
 			return nil

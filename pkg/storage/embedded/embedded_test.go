@@ -36,8 +36,9 @@ func openT(t testing.TB, dir string, opts Options) *Store {
 }
 
 func TestConformance(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T) storage.Store {
-		return openT(t, t.TempDir(), Options{Retention: storagetest.Retention, HostTTL: storagetest.Retention, SweepInterval: time.Minute})
+	storagetest.Run(t, func(t *testing.T, clock *storagetest.Clock) storage.Store {
+		return openT(t, t.TempDir(), Options{Retention: storagetest.Retention, HostTTL: storagetest.Retention, SweepInterval: time.Minute,
+			Rollups: storagetest.Rollups(), Now: clock.Now})
 	})
 }
 
@@ -320,4 +321,60 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSweeperRollups moves the clock and sweeps: seen bitmaps go once their
+// hour no longer accepts data, minute and hour buckets after their own
+// retentions, and emptied host buckets with them.
+func TestSweeperRollups(t *testing.T) {
+	clock := &storagetest.Clock{}
+	s := openT(t, t.TempDir(), Options{Retention: time.Hour, SweepInterval: time.Hour, Now: clock.Now,
+		Rollups: storage.RollupRetention{Minute: 3 * time.Hour, Hour: 6 * time.Hour}})
+	defer s.Close()
+	ctx := ctxT(t)
+	ts := time.Now().Unix() - 600
+	if ts%3600 == 3599 {
+		ts-- // the bitmap must outlive the snapshot by at least a second
+	}
+	if err := s.WriteSnapshots(ctx, []storage.Snapshot{{HostID: "h", Timestamp: ts, Samples: []storage.Sample{{Series: "v", Value: 1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	state := func() string {
+		var out []string
+		err := s.db.View(func(tx *bolt.Tx) error {
+			for _, name := range [][]byte{bucketSnapshots, bucketRollupSeen, bucketRollupMinute, bucketRollupHour} {
+				n := 0
+				if b := tx.Bucket(name).Bucket([]byte("h")); b != nil {
+					n = b.Stats().KeyN
+				}
+				out = append(out, fmt.Sprintf("%s=%d", name, n))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(out, " ")
+	}
+	hour, minute := ts-ts%3600, ts-ts%60
+	for _, step := range []struct {
+		at   int64 // the clock's new time, Unix seconds
+		want string
+	}{
+		{ts, "snapshots=1 rollup_seen=1 rollup_1m=1 rollup_1h=1"},
+		{ts + 3601, "snapshots=0 rollup_seen=1 rollup_1m=1 rollup_1h=1"},
+		{hour + 7201, "snapshots=0 rollup_seen=0 rollup_1m=1 rollup_1h=1"},
+		{minute + 3*3600 + 1, "snapshots=0 rollup_seen=0 rollup_1m=0 rollup_1h=1"},
+		{hour + 6*3600 + 1, "snapshots=0 rollup_seen=0 rollup_1m=0 rollup_1h=0"},
+	} {
+		if d := time.Unix(step.at, 0).Sub(clock.Now()); d > 0 {
+			clock.Advance(d)
+		}
+		if err := s.sweep(); err != nil {
+			t.Fatal(err)
+		}
+		if got := state(); got != step.want {
+			t.Fatalf("at %d (snapshot at %d): %s, want %s", step.at, ts, got, step.want)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,24 +44,64 @@ func benchBatchAt(ts int64) []storage.Snapshot {
 	return out
 }
 
+// BenchmarkWriteSnapshots writes batches of 10 hosts × one 50-metric
+// snapshot, every batch at a new timestamp (a rewrite would let the rollup
+// script stop at its seen bits), with rollups on and off. Besides the
+// client's throughput it reports the Redis server's CPU time per snapshot
+// (INFO used_cpu_user + used_cpu_sys), the cost rollups add to Redis.
 func BenchmarkWriteSnapshots(b *testing.B) {
-	srv := redistest.Start(b)
-	s := openStore(b, Config{Shards: []ShardConfig{{Addr: srv.Addr}}})
-	defer s.Close()
-	ctx := context.Background()
-	base := time.Now().Unix() - 2000
-	batches := make([][]storage.Snapshot, 1000)
-	for i := range batches {
-		batches[i] = benchBatchAt(base + int64(i))
+	for _, tc := range []struct {
+		name      string
+		noRollups bool
+	}{{"rollups=on", false}, {"rollups=off", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			srv := redistest.Start(b)
+			s := openStore(b, Config{Shards: []ShardConfig{{Addr: srv.Addr}}, NoRollups: tc.noRollups})
+			defer s.Close()
+			c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+			defer c.Close()
+			ctx := context.Background()
+			// Six days back leaves room for a million batches, one second
+			// apart, inside the 7-day retention.
+			base := time.Now().Unix() - 6*24*3600
+			batch := benchBatchAt(base)
+			cpu0 := serverCPU(b, c)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				for h := range batch {
+					batch[h].Timestamp = base + int64(i)
+				}
+				if err := s.WriteSnapshots(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N*benchBatch)/b.Elapsed().Seconds(), "snapshots/s")
+			b.ReportMetric((serverCPU(b, c)-cpu0).Seconds()*1e6/float64(b.N*benchBatch), "redis-cpu-µs/snapshot")
+		})
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := s.WriteSnapshots(ctx, batches[i%len(batches)]); err != nil {
-			b.Fatal(err)
+}
+
+// serverCPU is the redis-server's CPU time so far.
+func serverCPU(b *testing.B, c *redis.Client) time.Duration {
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		for _, k := range []string{"used_cpu_user:", "used_cpu_sys:"} {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					b.Fatalf("INFO cpu: %q: %v", line, err)
+				}
+				total += f
+			}
 		}
 	}
-	b.ReportMetric(float64(b.N*benchBatch)/b.Elapsed().Seconds(), "snapshots/s")
+	return time.Duration(total * float64(time.Second))
 }
 
 // BenchmarkWriteSnapshotsNaive writes the same layout the obvious way:
@@ -199,5 +240,85 @@ func BenchmarkRange720Naive(b *testing.B) {
 		if len(out) != 720 || len(out[0].Samples) != 50 {
 			b.Fatalf("got %d snapshots", len(out))
 		}
+	}
+}
+
+// latencies runs op b.N times and reports the median and 99th percentile.
+func latencies(b *testing.B, op func() error) {
+	d := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := op(); err != nil {
+			b.Fatal(err)
+		}
+		d = append(d, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(d)
+	b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(d[len(d)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// setupWeek writes 7 days of one host at one snapshot per minute (50
+// metrics): 10080 minute buckets and 168 hour buckets, which read as fast
+// as full ones (a bucket's size does not depend on its count).
+func setupWeek(b *testing.B) (addr string, to int64) {
+	srv := redistest.Start(b)
+	s := openStore(b, Config{Shards: []ShardConfig{{Addr: srv.Addr}}})
+	defer s.Close()
+	ctx := context.Background()
+	to = time.Now().Unix()
+	var batch []storage.Snapshot
+	for ts := to - 7*24*3600 + 60; ts <= to; ts += 60 {
+		batch = append(batch, benchSnapshot("week-host", ts))
+		if len(batch) == 500 {
+			if err := s.WriteSnapshots(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	if err := s.WriteSnapshots(ctx, batch); err != nil {
+		b.Fatal(err)
+	}
+	return srv.Addr, to
+}
+
+// BenchmarkRangeLatency is the query side of a chart: 1 h raw (720
+// snapshots), 24 h at 1 minute (1440 buckets), 7 d at 1 hour (168
+// buckets), one host, 50 series.
+func BenchmarkRangeLatency(b *testing.B) {
+	b.Run("1h-raw", func(b *testing.B) {
+		addr, from, to := setupRange(b)
+		s := openStore(b, Config{Shards: []ShardConfig{{Addr: addr}}})
+		defer s.Close()
+		latencies(b, func() error {
+			got, err := s.Range(context.Background(), storage.RangeQuery{HostID: "range-host", From: from, To: to})
+			if err == nil && len(got) != 720 {
+				err = fmt.Errorf("got %d snapshots", len(got))
+			}
+			return err
+		})
+	})
+	addr, to := setupWeek(b)
+	s := openStore(b, Config{Shards: []ShardConfig{{Addr: addr}}})
+	defer s.Close()
+	for _, tc := range []struct {
+		name    string
+		res     storage.Resolution
+		span    int64
+		buckets int
+	}{{"24h-1m", storage.Minute, 24 * 3600, 1441}, {"7d-1h", storage.Hour, 7 * 24 * 3600, 169}} {
+		b.Run(tc.name, func(b *testing.B) {
+			latencies(b, func() error {
+				got, err := s.RangeRollup(context.Background(), storage.RollupQuery{HostID: "week-host", Resolution: tc.res, From: to - tc.span, To: to})
+				if err == nil && (len(got) != 50 || len(got[0].Points) < tc.buckets-1) {
+					err = fmt.Errorf("got %d series", len(got))
+				}
+				return err
+			})
+		})
 	}
 }

@@ -35,29 +35,78 @@
 //	    with ZADD GT so it never moves back. Members older than Retention
 //	    are removed by Hosts.
 //
+// Rollups (the seed's window aggregates; {res} is 1m or 1h, {start} a
+// bucket start in Unix seconds, a multiple of 60 or 3600):
+//
+//	{prefix}rollup:{res}:{hostId}:{start}   STRING, EXPIREAT start + the
+//	                        resolution's retention (30 d / 1 y)
+//	    8-byte little-endian version (bumped by every write), then
+//	    storage.AppendRollupBucket's encoding: per series, sorted, the
+//	    series, unit, min, max, sum, last, count, offset of last's timestamp
+//	{prefix}index:rollup:{res}:{hostId}    ZSET, expires with its newest
+//	                        bucket; members older than the retention are
+//	                        trimmed when a bucket is added
+//	    member = score = {start}
+//	{prefix}rollup:seen:{hostId}:{start}   STRING, a bitmap of the hour
+//	                        starting at {start}: bit ts-{start} is set once
+//	                        the snapshot at ts is counted. EXPIREAT start +
+//	                        1 h + Retention: past that no timestamp of the
+//	                        hour is accepted any more.
+//	{prefix}rollup:tmp:{hostId}:{token}:{n} STRING, TTL 5 minutes: a
+//	                        bucket on its way in, renamed over the bucket by
+//	                        the same call (rollup.go)
+//
+// In a shard that is a Redis Cluster (ShardConfig.Cluster) every host id in
+// a key is wrapped in braces, a Redis Cluster hash tag: the cluster hashes
+// only the part between the braces to pick a key's slot, so all of one
+// host's keys share a slot, a node, and one script (the rollup commit) can
+// touch them. Host web-1's snapshot at 1755100754 is
+// monitor:metrics:{web-1}:1755100754 there, monitor:metrics:web-1:1755100754
+// elsewhere; its index is monitor:index:metrics:{web-1} (members are the
+// tagged hash keys), its record monitor:host:{web-1}, and the rollup keys
+// alike. The braces are the only difference from the seed's layout (host
+// ids can never contain braces: storage.ValidateHostID). {prefix}hosts is
+// one key in a slot of its own.
+//
 // # Writes and reads
 //
 // WriteSnapshots sends one MULTI/EXEC pipeline per shard (shards written
-// concurrently). Per snapshot: DEL the hash (a rewrite of the same host and
-// timestamp replaces it exactly), HSET every field, EXPIRE, ZADD to the
-// index. Per host: EXPIRE the index, ZREMRANGEBYSCORE index members older
-// than Retention, ZADD GT the hosts set with the newest timestamp, EXPIRE
-// the host hash. Range is ZRANGEBYSCORE on the index, then HGETALL in
-// pipelines of ReadChunk keys; index members whose hash has expired are
-// skipped. Latest is ZREVRANGEBYSCORE ... LIMIT 0 1, then HGETALL. Nothing
-// on the data path uses KEYS or SCAN.
+// concurrently; a cluster shard gets a plain pipeline, see writePipeline).
+// Per snapshot: DEL the hash (a rewrite of the same host and timestamp
+// replaces it exactly), HSET every field, EXPIRE, ZADD to the index. Per
+// host: EXPIRE the index, ZREMRANGEBYSCORE index members older than
+// Retention, ZADD GT the hosts set with the newest timestamp, EXPIRE the
+// host hash, and the host's rollup commit. The rollups are merged in the
+// broker, not in Redis (rollup.go): a read pipeline before the write gets
+// the seen bits and the buckets the call touches; the commit, one EVALSHA
+// per host in the write pipeline, stores the merged buckets only if
+// nothing changed in between, and counts a snapshot only if its seen bit
+// was clear, so a resent snapshot is never counted twice. Range is
+// ZRANGEBYSCORE on the index, then HGETALL in pipelines of ReadChunk keys;
+// index members whose hash has expired are skipped. RangeRollup reads its
+// index, then GETs the buckets in pipelines of ReadChunk keys. Latest is
+// ZREVRANGEBYSCORE ... LIMIT 0 1, then HGETALL. Nothing on the data path
+// uses KEYS or SCAN.
 //
-// Reads never return snapshots older than Retention (by timestamp), even
-// while their keys have not expired yet; samples come back sorted by series.
+// Reads never return snapshots older than Retention (by timestamp), nor
+// rollup buckets older than their resolution's retention (by bucket
+// start), even while their keys have not expired yet; samples come back
+// sorted by series.
 //
-// # Shards
+// # Shards and replicas
 //
 // With several shards a host's keys all live on the shard that the
 // consistent-hash ring (pkg/hash, VirtualNodes per shard) picks for the host
-// id; ring members are the shards' addresses ("host:port", with "/db"
-// appended when the database is not 0). Each shard has its own hosts ZSET;
-// Hosts merges them. Moving hosts when the shard list changes is the
-// broker's migrator's job, not this package's.
+// id; ring members are the shards' names (ShardConfig.Name, by default the
+// address, with "/db" appended when the database is not 0). Each shard has
+// its own hosts ZSET; Hosts merges them. Moving hosts when the shard list
+// changes is the broker's migrator's job, not this package's.
+//
+// Writes always go to primaries, and so do Latest and Hosts (they must be
+// fresh). With ReadFromReplicas, Range and RangeRollup go to the shard's
+// replicas in turn (a Redis Cluster's replicas for a cluster shard); a
+// replica may lag the primary by the replication delay. A failed replica
+// read is retried on the primary.
 //
 // Connections speak RESP2 so that HGETALL replies arrive as flat arrays,
 // which decode into a slice instead of a map.
@@ -68,43 +117,26 @@ package redisstore
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/monitorhq/monitor/pkg/hash"
 	"github.com/monitorhq/monitor/pkg/storage"
 )
-
-// ShardConfig is one Redis server (or primary) holding a share of the hosts.
-type ShardConfig struct {
-	Addr     string // host:port
-	Username string
-	Password string
-	DB       int
-	TLS      bool
-}
-
-// name is the shard's ring member and the name used in errors and logs.
-func (c ShardConfig) name() string {
-	if c.DB != 0 {
-		return c.Addr + "/" + strconv.Itoa(c.DB)
-	}
-	return c.Addr
-}
 
 // Config configures a Store. Zero fields take the defaults noted.
 type Config struct {
@@ -116,10 +148,22 @@ type Config struct {
 	// HostTTL is the TTL of host state keys (the broker's DefaultTTL);
 	// default Retention.
 	HostTTL time.Duration
+	// Rollups is how long each rollup resolution is kept; default 30 days
+	// of minutes and a year of hours.
+	Rollups storage.RollupRetention
+	// NoRollups turns rollups off: nothing is aggregated at write time and
+	// RangeRollup returns storage.ErrNoRollups.
+	NoRollups bool
+	// ReadFromReplicas sends history reads (Range, RangeRollup) to the
+	// shards' replicas.
+	ReadFromReplicas bool
 	// VirtualNodes per shard on the hash ring; default 50.
 	VirtualNodes int
 	// ReadChunk is how many HGETALLs one read pipeline carries; default 256.
 	ReadChunk int
+	// Now is the clock that retention cut-offs are computed from; default
+	// time.Now. Tests move it; key TTLs in Redis follow Redis' own clock.
+	Now func() time.Time
 }
 
 // Defaults.
@@ -138,11 +182,15 @@ func (c Config) withDefaults() Config {
 	if c.HostTTL == 0 {
 		c.HostTTL = c.Retention
 	}
+	c.Rollups = c.Rollups.WithDefaults()
 	if c.VirtualNodes == 0 {
 		c.VirtualNodes = hash.DefaultVirtualNodes
 	}
 	if c.ReadChunk == 0 {
 		c.ReadChunk = DefaultReadChunk
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return c
 }
@@ -151,22 +199,24 @@ func (c Config) validate() error {
 	if len(c.Shards) == 0 {
 		return errors.New("no shards configured")
 	}
+	seen := map[string]int{}
 	for i, s := range c.Shards {
-		if s.Addr == "" {
-			return fmt.Errorf("shard %d has no address", i+1)
+		if err := s.validate(i); err != nil {
+			return err
 		}
-		if _, _, err := net.SplitHostPort(s.Addr); err != nil {
-			return fmt.Errorf("shard %d address %q is not host:port", i+1, s.Addr)
+		if j, dup := seen[s.name()]; dup {
+			return fmt.Errorf("shard %d: %s is listed twice (also shard %d)", i+1, s.name(), j)
 		}
-		if s.DB < 0 {
-			return fmt.Errorf("shard %s: database %d is negative", s.Addr, s.DB)
-		}
+		seen[s.name()] = i + 1
 	}
 	if c.Retention < time.Second {
 		return fmt.Errorf("retention %v is shorter than 1s", c.Retention)
 	}
 	if c.HostTTL < time.Second {
 		return fmt.Errorf("host TTL %v is shorter than 1s", c.HostTTL)
+	}
+	if err := c.Rollups.Validate(); err != nil {
+		return err
 	}
 	if c.VirtualNodes < 1 {
 		return fmt.Errorf("virtual nodes %d is not positive", c.VirtualNodes)
@@ -186,19 +236,18 @@ type Store struct {
 	hostsTTL time.Duration
 	now      func() time.Time
 
+	// tokenPrefix and commits name rollup commits' temporary keys.
+	tokenPrefix string
+	commits     atomic.Uint64
+
 	closeOnce sync.Once
 	closeErr  error
 }
 
-type shard struct {
-	name   string
-	client *redis.Client
-}
-
 var _ storage.Store = (*Store)(nil)
 
-// New connects to every shard and pings it; an unreachable shard is an
-// error that names it.
+// New connects to every shard, pings it and loads the rollup script; an
+// unreachable shard is an error that names it (never its password).
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -215,36 +264,40 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis storage: %w", err)
 	}
+	var token [6]byte
+	if _, err := rand.Read(token[:]); err != nil {
+		return nil, fmt.Errorf("redis storage: %w", err)
+	}
 	s := &Store{
-		cfg:      cfg,
-		ring:     ring,
-		logger:   logger,
-		hostsTTL: max(cfg.HostTTL, cfg.Retention),
-		now:      time.Now,
+		cfg:         cfg,
+		ring:        ring,
+		logger:      logger,
+		hostsTTL:    max(cfg.HostTTL, cfg.Retention),
+		now:         cfg.Now,
+		tokenPrefix: hex.EncodeToString(token[:]) + "-",
 	}
 	for i, sc := range cfg.Shards {
-		opts := &redis.Options{
-			Addr:     sc.Addr,
-			Username: sc.Username,
-			Password: sc.Password,
-			DB:       sc.DB,
-			// RESP2: HGETALL replies are flat arrays (see the package doc).
-			Protocol:                 2,
-			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+		sh, err := openShard(sc, names[i], cfg.KeyPrefix, cfg.ReadFromReplicas)
+		if err != nil {
+			_ = s.Close()
+			return nil, fmt.Errorf("redis storage: %w", err)
 		}
-		if sc.TLS {
-			host, _, _ := net.SplitHostPort(sc.Addr)
-			opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
-		}
-		s.shards = append(s.shards, &shard{name: names[i], client: redis.NewClient(opts)})
+		s.shards = append(s.shards, sh)
 	}
 	for _, sh := range s.shards {
 		if err := sh.client.Ping(ctx).Err(); err != nil {
 			_ = s.Close()
 			return nil, fmt.Errorf("redis storage: ping shard %s: %w", sh.name, err)
 		}
+		if !cfg.NoRollups {
+			if err := rollupCommit.Load(ctx, sh.client).Err(); err != nil {
+				_ = s.Close()
+				return nil, fmt.Errorf("redis storage: load the rollup script on shard %s: %w", sh.name, err)
+			}
+		}
 	}
-	logger.Info("redis storage connected", "shards", names, "key_prefix", cfg.KeyPrefix, "retention", cfg.Retention)
+	logger.Info("redis storage connected", "shards", cfg.Shards, "key_prefix", cfg.KeyPrefix, "retention", cfg.Retention,
+		"rollups", !cfg.NoRollups, "read_from_replicas", cfg.ReadFromReplicas)
 	return s, nil
 }
 
@@ -253,16 +306,15 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
 		for _, sh := range s.shards {
-			if err := sh.client.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close redis shard %s: %w", sh.name, err))
-			}
+			errs = append(errs, sh.close())
 		}
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
 }
 
-// Ping pings every shard.
+// Ping pings every shard's primary (a replica that is down only moves its
+// reads to the primary).
 func (s *Store) Ping(ctx context.Context) error {
 	for _, sh := range s.shards {
 		if err := sh.client.Ping(ctx).Err(); err != nil {
@@ -284,21 +336,39 @@ func (s *Store) cutoff() int64 {
 	return s.now().Add(-s.cfg.Retention).Unix()
 }
 
-func (s *Store) metricsKey(b []byte, hostID string, ts int64) []byte {
-	b = append(b, s.cfg.KeyPrefix...)
+// keyspace builds one shard's key names; tag wraps host ids in braces (a
+// Redis Cluster hash tag).
+type keyspace struct {
+	prefix string
+	tag    bool
+}
+
+func (k keyspace) appendHost(b []byte, hostID string) []byte {
+	if k.tag {
+		b = append(b, '{')
+		b = append(b, hostID...)
+		return append(b, '}')
+	}
+	return append(b, hostID...)
+}
+
+func (k keyspace) metrics(b []byte, hostID string, ts int64) []byte {
+	b = append(b, k.prefix...)
 	b = append(b, "metrics:"...)
-	b = append(b, hostID...)
+	b = k.appendHost(b, hostID)
 	b = append(b, ':')
 	return strconv.AppendInt(b, ts, 10)
 }
 
-func (s *Store) indexKey(hostID string) string {
-	return s.cfg.KeyPrefix + "index:metrics:" + hostID
+func (k keyspace) index(hostID string) string {
+	return string(k.appendHost(append([]byte(k.prefix), "index:metrics:"...), hostID))
 }
 
-func (s *Store) hostKey(hostID string) string { return s.cfg.KeyPrefix + "host:" + hostID }
+func (k keyspace) host(hostID string) string {
+	return string(k.appendHost(append([]byte(k.prefix), "host:"...), hostID))
+}
 
-func (s *Store) hostsKey() string { return s.cfg.KeyPrefix + "hosts" }
+func (k keyspace) hosts() string { return k.prefix + "hosts" }
 
 // WriteSnapshots validates every snapshot first (nothing is written if one
 // is refused), then writes each shard's share in one MULTI/EXEC pipeline.
@@ -333,7 +403,21 @@ func (s *Store) WriteSnapshots(ctx context.Context, snaps []storage.Snapshot) er
 }
 
 // writeShard writes snaps[i] for i in idx (all of snaps when idx is nil).
+// When the shard has lost the rollup script (a restart empties Redis'
+// script cache) it loads it and writes again: the raw writes are
+// idempotent and the script did not run.
 func (s *Store) writeShard(ctx context.Context, sh *shard, snaps []storage.Snapshot, idx []int) error {
+	err := s.writeShardOnce(ctx, sh, snaps, idx)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if lerr := rollupCommit.Load(ctx, sh.client).Err(); lerr != nil {
+			return fmt.Errorf("reload the rollup script on redis shard %s: %w", sh.name, lerr)
+		}
+		err = s.writeShardOnce(ctx, sh, snaps, idx)
+	}
+	return err
+}
+
+func (s *Store) writeShardOnce(ctx context.Context, sh *shard, snaps []storage.Snapshot, idx []int) error {
 	n := len(idx)
 	if idx == nil {
 		n = len(snaps)
@@ -358,14 +442,51 @@ func (s *Store) writeShard(ctx context.Context, sh *shard, snaps []storage.Snaps
 	arena := make([]byte, 0, size)
 	take := func(start int) []byte { return arena[start:len(arena):len(arena)] }
 
-	type hostWrite struct{ newest int64 }
+	type hostWrite struct {
+		newest int64
+		snaps  []*storage.Snapshot // for the rollups, in call order
+	}
 	hosts := make(map[string]*hostWrite, 1)
+	var order []string
+	for i := 0; i < n; i++ {
+		sn := at(i)
+		h, ok := hosts[sn.HostID]
+		if !ok {
+			h = &hostWrite{newest: sn.Timestamp}
+			hosts[sn.HostID] = h
+			order = append(order, sn.HostID)
+		}
+		h.newest = max(h.newest, sn.Timestamp)
+		h.snaps = append(h.snaps, sn)
+	}
+	cutoff := s.cutoff()
+
+	// The rollups' reads (see rollup.go) go first, in a pipeline of their
+	// own; their commits join the raw writes.
+	var works []*rollupWork
+	if !s.cfg.NoRollups {
+		for _, id := range order {
+			if w := newRollupWork(id, hosts[id].snaps, cutoff); w != nil {
+				works = append(works, w)
+			}
+		}
+	}
+	if len(works) > 0 {
+		rp := sh.client.Pipeline()
+		for _, w := range works {
+			w.read(ctx, rp, sh.keys)
+		}
+		if _, err := rp.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("write %d snapshots to redis shard %s: read rollups: %w", n, sh.name, err)
+		}
+	}
+
 	retention := s.cfg.Retention
-	pipe := sh.client.TxPipeline()
+	pipe := sh.writePipeline()
 	for i := 0; i < n; i++ {
 		sn := at(i)
 		start := len(arena)
-		arena = s.metricsKey(arena, sn.HostID, sn.Timestamp)
+		arena = sh.keys.metrics(arena, sn.HostID, sn.Timestamp)
 		key := take(start)
 		start = len(arena)
 		arena = strconv.AppendInt(arena, sn.Timestamp, 10)
@@ -389,30 +510,37 @@ func (s *Store) writeShard(ctx context.Context, sh *shard, snaps []storage.Snaps
 		pipe.Del(ctx, string(key))
 		_ = pipe.Process(ctx, redis.NewIntCmd(ctx, args...))
 		pipe.Expire(ctx, string(key), retention)
-		_ = pipe.Process(ctx, redis.NewIntCmd(ctx, "zadd", s.indexKey(sn.HostID), ts, key))
-		if h, ok := hosts[sn.HostID]; ok {
-			h.newest = max(h.newest, sn.Timestamp)
-		} else {
-			hosts[sn.HostID] = &hostWrite{newest: sn.Timestamp}
-		}
+		_ = pipe.Process(ctx, redis.NewIntCmd(ctx, "zadd", sh.keys.index(sn.HostID), ts, key))
 	}
-	cut := "(" + strconv.FormatInt(s.cutoff(), 10)
-	for id, h := range hosts {
-		idxKey := s.indexKey(id)
+	cut := "(" + strconv.FormatInt(cutoff, 10)
+	for _, id := range order {
+		h := hosts[id]
+		idxKey := sh.keys.index(id)
 		pipe.Expire(ctx, idxKey, retention)
 		pipe.ZRemRangeByScore(ctx, idxKey, "-inf", cut)
-		pipe.ZAddArgs(ctx, s.hostsKey(), redis.ZAddArgs{GT: true, Members: []redis.Z{{Score: float64(h.newest), Member: id}}})
-		pipe.Expire(ctx, s.hostKey(id), s.cfg.HostTTL)
+		pipe.ZAddArgs(ctx, sh.keys.hosts(), redis.ZAddArgs{GT: true, Members: []redis.Z{{Score: float64(h.newest), Member: id}}})
+		pipe.Expire(ctx, sh.keys.host(id), s.cfg.HostTTL)
 	}
-	pipe.Expire(ctx, s.hostsKey(), s.hostsTTL)
+	pipe.Expire(ctx, sh.keys.hosts(), s.hostsTTL)
+	now := s.now().Unix()
+	for _, w := range works {
+		if err := w.queue(ctx, pipe, sh.keys, &s.cfg, now, s.commitToken()); err != nil {
+			return fmt.Errorf("write %d snapshots to redis shard %s: %w", n, sh.name, err)
+		}
+	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("write %d snapshots to redis shard %s: %w", n, sh.name, err)
+	}
+	if retry := conflicted(works); len(retry) > 0 {
+		if err := s.rollUp(ctx, sh, retry); err != nil {
+			return fmt.Errorf("write %d snapshots to redis shard %s: %w", n, sh.name, err)
+		}
 	}
 	return nil
 }
 
 // Range returns the host's snapshots with From <= timestamp <= To, never
-// older than the retention.
+// older than the retention. With ReadFromReplicas it reads a replica.
 func (s *Store) Range(ctx context.Context, q storage.RangeQuery) ([]storage.Snapshot, error) {
 	if err := storage.ValidateHostID(q.HostID); err != nil {
 		return nil, fmt.Errorf("range: %w", err)
@@ -425,23 +553,62 @@ func (s *Store) Range(ctx context.Context, q storage.RangeQuery) ([]storage.Snap
 		return nil, nil
 	}
 	sh := s.shards[s.shardIndex(q.HostID)]
-	//lint:ignore SA1019 the seed's read path is ZRANGEBYSCORE, which every Redis version serves
-	keys, err := sh.client.ZRangeByScore(ctx, s.indexKey(q.HostID), &redis.ZRangeBy{
+	var out []storage.Snapshot
+	err := s.history(ctx, sh, "range", func(c redis.UniversalClient) error {
+		var err error
+		out, err = s.readRange(ctx, c, sh, q, from)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("range %s on redis shard %s: %w", q.HostID, sh.name, err)
+	}
+	return out, nil
+}
+
+func (s *Store) readRange(ctx context.Context, c redis.UniversalClient, sh *shard, q storage.RangeQuery, from int64) ([]storage.Snapshot, error) {
+	keys, err := c.ZRangeByScore(ctx, sh.keys.index(q.HostID), &redis.ZRangeBy{
 		Min: strconv.FormatInt(from, 10), Max: strconv.FormatInt(q.To, 10),
 	}).Result()
 	if err != nil {
-		return nil, fmt.Errorf("range %s on redis shard %s: read index: %w", q.HostID, sh.name, err)
+		return nil, fmt.Errorf("read index: %w", err)
 	}
 	if len(keys) == 0 {
 		return nil, nil
 	}
 	out := make([]storage.Snapshot, 0, len(keys))
 	arena := sampleArena{block: 2048}
-	cmds := make([]*redis.KeyValueSliceCmd, 0, min(len(keys), s.cfg.ReadChunk))
 	expired := 0
+	err = s.hgetallChunks(ctx, c, keys, func(key string, kvs []redis.KeyValue) error {
+		if len(kvs) == 0 {
+			expired++ // the hash expired before its index entry
+			return nil
+		}
+		snap, err := decodeSnapshot(key, q.HostID, kvs, q.Match, &arena)
+		if err != nil {
+			return err
+		}
+		if q.Match != nil && len(snap.Samples) == 0 {
+			return nil
+		}
+		out = append(out, snap)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if expired > 0 {
+		s.logger.Debug("range skipped expired snapshots", "host", q.HostID, "expired", expired)
+	}
+	return out, nil
+}
+
+// hgetallChunks reads every key with HGETALL, in pipelines of ReadChunk
+// keys, and hands each reply to fn in key order.
+func (s *Store) hgetallChunks(ctx context.Context, c redis.UniversalClient, keys []string, fn func(key string, kvs []redis.KeyValue) error) error {
+	cmds := make([]*redis.KeyValueSliceCmd, 0, min(len(keys), s.cfg.ReadChunk))
 	for start := 0; start < len(keys); start += s.cfg.ReadChunk {
 		chunk := keys[start:min(start+s.cfg.ReadChunk, len(keys))]
-		pipe := sh.client.Pipeline()
+		pipe := c.Pipeline()
 		cmds = cmds[:0]
 		for _, k := range chunk {
 			cmd := redis.NewKeyValueSliceCmd(ctx, "hgetall", k)
@@ -449,28 +616,15 @@ func (s *Store) Range(ctx context.Context, q storage.RangeQuery) ([]storage.Snap
 			cmds = append(cmds, cmd)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("range %s on redis shard %s: read %d snapshots: %w", q.HostID, sh.name, len(chunk), err)
+			return fmt.Errorf("read %d hashes: %w", len(chunk), err)
 		}
 		for i, cmd := range cmds {
-			kvs := cmd.Val()
-			if len(kvs) == 0 {
-				expired++ // the hash expired before its index entry
-				continue
+			if err := fn(chunk[i], cmd.Val()); err != nil {
+				return err
 			}
-			snap, err := decodeSnapshot(chunk[i], q.HostID, kvs, q.Match, &arena)
-			if err != nil {
-				return nil, fmt.Errorf("range %s on redis shard %s: %w", q.HostID, sh.name, err)
-			}
-			if q.Match != nil && len(snap.Samples) == 0 {
-				continue
-			}
-			out = append(out, snap)
 		}
 	}
-	if expired > 0 {
-		s.logger.Debug("range skipped expired snapshots", "host", q.HostID, "expired", expired)
-	}
-	return out, nil
+	return nil
 }
 
 // Latest returns the host's newest snapshot within the retention.
@@ -479,8 +633,7 @@ func (s *Store) Latest(ctx context.Context, hostID string) (storage.Snapshot, bo
 		return storage.Snapshot{}, false, fmt.Errorf("latest: %w", err)
 	}
 	sh := s.shards[s.shardIndex(hostID)]
-	//lint:ignore SA1019 ZREVRANGEBYSCORE, as the seed's read path, works on every Redis version
-	keys, err := sh.client.ZRevRangeByScore(ctx, s.indexKey(hostID), &redis.ZRangeBy{
+	keys, err := sh.client.ZRevRangeByScore(ctx, sh.keys.index(hostID), &redis.ZRangeBy{
 		Min: strconv.FormatInt(s.cutoff(), 10), Max: "+inf", Count: 1,
 	}).Result()
 	if err != nil {
@@ -602,18 +755,18 @@ func (s *Store) RegisterHost(ctx context.Context, h storage.Host, at time.Time) 
 	}
 	ts := at.Unix()
 	sh := s.shards[s.shardIndex(h.ID)]
-	key := s.hostKey(h.ID)
-	pipe := sh.client.TxPipeline()
+	key := sh.keys.host(h.ID)
+	pipe := sh.writePipeline()
 	pipe.HSetNX(ctx, key, fFirstSeen, ts)
 	pipe.HSet(ctx, key,
 		fID, h.ID, fHostname, h.Hostname, fOS, h.OS, fPlatform, h.Platform, fKernel, h.Kernel,
 		fArch, h.Arch, fCPUCount, h.CPUCount, fMemoryBytes, h.MemoryBytes, fLabels, labels,
 		fAgentVersion, h.AgentVersion, fBootTime, h.BootTime, fLastRegistered, ts)
 	pipe.Expire(ctx, key, s.cfg.HostTTL)
-	pipe.ZAddArgs(ctx, s.hostsKey(), redis.ZAddArgs{GT: true, Members: []redis.Z{{Score: float64(ts), Member: h.ID}}})
-	pipe.Expire(ctx, s.hostsKey(), s.hostsTTL)
+	pipe.ZAddArgs(ctx, sh.keys.hosts(), redis.ZAddArgs{GT: true, Members: []redis.Z{{Score: float64(ts), Member: h.ID}}})
+	pipe.Expire(ctx, sh.keys.hosts(), s.hostsTTL)
 	stored := pipe.HGetAll(ctx, key)
-	last := s.lastData(ctx, pipe, h.ID)
+	last := s.lastData(ctx, pipe, sh, h.ID)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return storage.Host{}, fmt.Errorf("register host %s on redis shard %s: %w", h.ID, sh.name, err)
 	}
@@ -625,8 +778,8 @@ func (s *Store) RegisterHost(ctx context.Context, h storage.Host, at time.Time) 
 	return out, nil
 }
 
-func (s *Store) lastData(ctx context.Context, pipe redis.Pipeliner, hostID string) *redis.ZSliceCmd {
-	return pipe.ZRevRangeByScoreWithScores(ctx, s.indexKey(hostID), &redis.ZRangeBy{
+func (s *Store) lastData(ctx context.Context, pipe redis.Pipeliner, sh *shard, hostID string) *redis.ZSliceCmd {
+	return pipe.ZRevRangeByScoreWithScores(ctx, sh.keys.index(hostID), &redis.ZRangeBy{
 		Min: strconv.FormatInt(s.cutoff(), 10), Max: "+inf", Count: 1,
 	})
 }
@@ -639,13 +792,12 @@ func lastDataOf(cmd *redis.ZSliceCmd) int64 {
 }
 
 // heartbeatScript records a heartbeat only for a registered host, so an
-// unknown host never gets a half-made record.
+// unknown host never gets a half-made record. It touches the host's own key
+// only (one slot in a Redis Cluster); the hosts set is updated after it.
 var heartbeatScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'last_heartbeat', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], 'GT', ARGV[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 `)
 
@@ -656,12 +808,20 @@ func (s *Store) Heartbeat(ctx context.Context, hostID string, at time.Time) (boo
 		return false, fmt.Errorf("heartbeat: %w", err)
 	}
 	sh := s.shards[s.shardIndex(hostID)]
-	n, err := heartbeatScript.Run(ctx, sh.client, []string{s.hostKey(hostID), s.hostsKey()},
-		at.Unix(), ttlSeconds(s.cfg.HostTTL), hostID, ttlSeconds(s.hostsTTL)).Int()
+	n, err := heartbeatScript.Run(ctx, sh.client, []string{sh.keys.host(hostID)}, at.Unix(), ttlSeconds(s.cfg.HostTTL)).Int()
 	if err != nil {
 		return false, fmt.Errorf("heartbeat %s on redis shard %s: %w", hostID, sh.name, err)
 	}
-	return n == 1, nil
+	if n != 1 {
+		return false, nil
+	}
+	pipe := sh.client.Pipeline()
+	pipe.ZAddArgs(ctx, sh.keys.hosts(), redis.ZAddArgs{GT: true, Members: []redis.Z{{Score: float64(at.Unix()), Member: hostID}}})
+	pipe.Expire(ctx, sh.keys.hosts(), s.hostsTTL)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, fmt.Errorf("heartbeat %s on redis shard %s: update the hosts set: %w", hostID, sh.name, err)
+	}
+	return true, nil
 }
 
 func ttlSeconds(d time.Duration) int64 { return max(1, int64(math.Ceil(d.Seconds()))) }
@@ -716,8 +876,8 @@ func (s *Store) Hosts(ctx context.Context) ([]storage.Host, error) {
 func (s *Store) shardHosts(ctx context.Context, sh *shard) ([]storage.Host, error) {
 	cut := strconv.FormatInt(s.cutoff(), 10)
 	pipe := sh.client.Pipeline()
-	pipe.ZRemRangeByScore(ctx, s.hostsKey(), "-inf", "("+cut)
-	idsCmd := pipe.ZRangeByScore(ctx, s.hostsKey(), &redis.ZRangeBy{Min: cut, Max: "+inf"})
+	pipe.ZRemRangeByScore(ctx, sh.keys.hosts(), "-inf", "("+cut)
+	idsCmd := pipe.ZRangeByScore(ctx, sh.keys.hosts(), &redis.ZRangeBy{Min: cut, Max: "+inf"})
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read hosts set: %w", err)
 	}
@@ -730,8 +890,8 @@ func (s *Store) shardHosts(ctx context.Context, sh *shard) ([]storage.Host, erro
 		pipe := sh.client.Pipeline()
 		infos, lasts = infos[:0], lasts[:0]
 		for _, id := range chunk {
-			infos = append(infos, pipe.HGetAll(ctx, s.hostKey(id)))
-			lasts = append(lasts, s.lastData(ctx, pipe, id))
+			infos = append(infos, pipe.HGetAll(ctx, sh.keys.host(id)))
+			lasts = append(lasts, s.lastData(ctx, pipe, sh, id))
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("read %d host records: %w", len(chunk), err)

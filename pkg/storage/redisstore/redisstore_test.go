@@ -2,10 +2,13 @@ package redisstore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -49,15 +52,23 @@ func rawClient(t testing.TB, addr string) *redis.Client {
 	return c
 }
 
+// conformanceConfig is a store as storagetest.Run wants it, with a key
+// prefix of its own.
+func conformanceConfig(clock *storagetest.Clock, shards ...ShardConfig) Config {
+	return Config{
+		Shards:    shards,
+		KeyPrefix: uniquePrefix(),
+		Retention: storagetest.Retention,
+		HostTTL:   storagetest.Retention,
+		Rollups:   storagetest.Rollups(),
+		Now:       clock.Now,
+	}
+}
+
 func TestConformance(t *testing.T) {
 	srv := redistest.Start(t)
-	storagetest.Run(t, func(t *testing.T) storage.Store {
-		return openStore(t, Config{
-			Shards:    []ShardConfig{{Addr: srv.Addr}},
-			KeyPrefix: uniquePrefix(),
-			Retention: storagetest.Retention,
-			HostTTL:   storagetest.Retention,
-		})
+	storagetest.Run(t, func(t *testing.T, clock *storagetest.Clock) storage.Store {
+		return openStore(t, conformanceConfig(clock, ShardConfig{Addr: srv.Addr}))
 	})
 }
 
@@ -66,19 +77,15 @@ func TestConformanceThreeShards(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		shards = append(shards, ShardConfig{Addr: redistest.Start(t).Addr})
 	}
-	storagetest.Run(t, func(t *testing.T) storage.Store {
-		return openStore(t, Config{
-			Shards:    shards,
-			KeyPrefix: uniquePrefix(),
-			Retention: storagetest.Retention,
-			HostTTL:   storagetest.Retention,
-			ReadChunk: 7, // several pipelines per range
-		})
+	storagetest.Run(t, func(t *testing.T, clock *storagetest.Clock) storage.Store {
+		cfg := conformanceConfig(clock, shards...)
+		cfg.ReadChunk = 7 // several pipelines per range
+		return openStore(t, cfg)
 	})
 }
 
-// TestShardPlacement checks with plain clients that every key of a host is
-// on the shard the ring names, and on no other.
+// TestShardPlacement checks with plain clients that every key of a host,
+// rollups included, is on the shard the ring names, and on no other.
 func TestShardPlacement(t *testing.T) {
 	var shards []ShardConfig
 	var addrs []string
@@ -118,6 +125,11 @@ func TestShardPlacement(t *testing.T) {
 			"monitor:metrics:" + id + ":" + strconv.FormatInt(now, 10),
 			"monitor:index:metrics:" + id,
 			"monitor:host:" + id,
+			"monitor:rollup:1m:" + id + ":" + strconv.FormatInt(now-now%60, 10),
+			"monitor:rollup:1h:" + id + ":" + strconv.FormatInt(now-now%3600, 10),
+			"monitor:index:rollup:1m:" + id,
+			"monitor:index:rollup:1h:" + id,
+			"monitor:rollup:seen:" + id + ":" + strconv.FormatInt(now-now%3600, 10),
 		}
 		for addr, c := range raw {
 			n, err := c.Exists(ctx, keys...).Result()
@@ -126,7 +138,7 @@ func TestShardPlacement(t *testing.T) {
 			}
 			want := int64(0)
 			if addr == owner {
-				want = 3
+				want = int64(len(keys))
 			}
 			if n != want {
 				t.Fatalf("host %s: %d of its keys on %s, want %d (ring owner %s)", id, n, addr, want, owner)
@@ -219,13 +231,74 @@ func TestRawLayout(t *testing.T) {
 	if err != nil || int64(score) != ts {
 		t.Fatalf("hosts set score = %v, %v; want %d", score, err, ts)
 	}
-	// Nothing else was written.
+	// The rollups: a hash per resolution and bucket, an index per
+	// resolution, the hour's seen bitmap; nothing else.
+	minute, hour := ts-ts%60, ts-ts%3600
+	tsStr := func(v int64) string { return strconv.FormatInt(v, 10) }
+	wantKeys := []string{
+		key, "monitor:index:metrics:web-01", "monitor:hosts",
+		"monitor:rollup:1m:web-01:" + tsStr(minute), "monitor:rollup:1h:web-01:" + tsStr(hour),
+		"monitor:index:rollup:1m:web-01", "monitor:index:rollup:1h:web-01",
+		"monitor:rollup:seen:web-01:" + tsStr(hour),
+	}
 	keys, err := c.Keys(ctx, "*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(keys) != 3 {
-		t.Fatalf("keys after one snapshot: %v", keys)
+	slices.Sort(keys)
+	slices.Sort(wantKeys)
+	if !slices.Equal(keys, wantKeys) {
+		t.Fatalf("keys after one snapshot:\n%v\nwant\n%v", keys, wantKeys)
+	}
+	for _, tc := range []struct {
+		res   string
+		start int64
+		ttl   time.Duration
+	}{{"1m", minute, storage.DefaultMinuteRetention}, {"1h", hour, storage.DefaultHourRetention}} {
+		rk := "monitor:rollup:" + tc.res + ":web-01:" + tsStr(tc.start)
+		raw, err := c.Get(ctx, rk).Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := binary.LittleEndian.Uint64(raw); v != 1 {
+			t.Fatalf("%s version %d, want 1 after one write", rk, v)
+		}
+		aggs, err := storage.DecodeRollupBucket(nil, raw[8:], tc.start, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", rk, err)
+		}
+		if len(aggs) != len(snap.Samples) {
+			t.Fatalf("%s has %d series, want %d", rk, len(aggs), len(snap.Samples))
+		}
+		i := slices.IndexFunc(aggs, func(a storage.SeriesAggregate) bool { return a.Series == "edge.neg" })
+		want := storage.Aggregate{Min: -3, Max: -3, Sum: -3, Count: 1, Last: -3, LastTS: ts, Unit: "°C"}
+		if i < 0 || aggs[i].Aggregate != want {
+			t.Fatalf("%s: edge.neg = %+v, want %+v", rk, aggs, want)
+		}
+		// EXPIREAT start + retention, so the TTL is that less the time since.
+		wantTTL := time.Until(time.Unix(tc.start, 0).Add(tc.ttl))
+		if ttl := c.TTL(ctx, rk).Val(); ttl < wantTTL-time.Minute || ttl > wantTTL+time.Minute {
+			t.Fatalf("TTL of %s = %v, want about %v", rk, ttl, wantTTL)
+		}
+		ik := "monitor:index:rollup:" + tc.res + ":web-01"
+		zs := c.ZRangeWithScores(ctx, ik, 0, -1).Val()
+		if len(zs) != 1 || zs[0].Member != tsStr(tc.start) || int64(zs[0].Score) != tc.start {
+			t.Fatalf("%s = %v, want member and score %d", ik, zs, tc.start)
+		}
+		if ttl := c.TTL(ctx, ik).Val(); ttl < wantTTL-time.Minute || ttl > wantTTL+time.Minute {
+			t.Fatalf("TTL of %s = %v, want about %v", ik, ttl, wantTTL)
+		}
+	}
+	sk := "monitor:rollup:seen:web-01:" + tsStr(hour)
+	if bit := c.GetBit(ctx, sk, ts-hour).Val(); bit != 1 {
+		t.Fatalf("seen bit %d of %s = %d, want 1", ts-hour, sk, bit)
+	}
+	if n := c.BitCount(ctx, sk, nil).Val(); n != 1 {
+		t.Fatalf("%s has %d bits set, want 1", sk, n)
+	}
+	wantTTL := time.Until(time.Unix(hour+3600, 0).Add(storage.DefaultRetention))
+	if ttl := c.TTL(ctx, sk).Val(); ttl < wantTTL-time.Minute || ttl > wantTTL+time.Minute {
+		t.Fatalf("TTL of %s = %v, want about %v", sk, ttl, wantTTL)
 	}
 }
 
@@ -448,7 +521,7 @@ func TestParseSpec(t *testing.T) {
 		{"redis://user:p%40ss@r1:6379/0", []ShardConfig{{Addr: "r1:6379", Username: "user", Password: "p@ss"}}},
 		{"redis://:only-pass@r1:6379", []ShardConfig{{Addr: "r1:6379", Password: "only-pass"}}},
 		{"redis://u:pa/ss@r1:6379", []ShardConfig{{Addr: "r1:6379", Username: "u", Password: "pa/ss"}}},
-		{"rediss://r1:6380", []ShardConfig{{Addr: "r1:6380", TLS: true}}},
+		{"rediss://r1:6380", []ShardConfig{{Addr: "r1:6380", TLS: TLSConfig{Enabled: true}}}},
 		{"REDIS://r1:1/", []ShardConfig{{Addr: "r1:1"}}},
 		{"redis://[::1]:6379/3", []ShardConfig{{Addr: "[::1]:6379", DB: 3}}},
 		{"redis://r1:6379/0,redis://r1:6379/1", []ShardConfig{{Addr: "r1:6379"}, {Addr: "r1:6379", DB: 1}}},
@@ -458,8 +531,9 @@ func TestParseSpec(t *testing.T) {
 			t.Errorf("ParseSpec(%q): %v", tc.spec, err)
 			continue
 		}
-		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
-			t.Errorf("ParseSpec(%q) = %+v, want %+v", tc.spec, got, tc.want)
+		// reflect, not fmt: ShardConfig's String hides the password.
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ParseSpec(%q) = %#v, want %#v", tc.spec, got, tc.want)
 		}
 	}
 }

@@ -51,7 +51,7 @@ func parseShardURL(item string) (ShardConfig, error) {
 	switch strings.ToLower(scheme) {
 	case "redis":
 	case "rediss":
-		sc.TLS = true
+		sc.TLS.Enabled = true
 	default:
 		return sc, fmt.Errorf("scheme %q is not redis:// or rediss://", scheme)
 	}

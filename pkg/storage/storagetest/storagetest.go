@@ -10,6 +10,10 @@
 //     returned, and hosts whose last activity is older are not listed.
 //   - Every refused input wraps storage.ErrInvalid and writes nothing: a batch
 //     with one bad snapshot stores none of it.
+//   - Rollups (rollup.go) agree with a reference model of the contract:
+//     exact aggregates, overlap of buckets with the query range, each
+//     (host, timestamp) counted once whatever the resends, duplicates and
+//     concurrent writers, Last by timestamp, and each resolution's retention.
 package storagetest
 
 import (
@@ -20,6 +24,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,10 +35,33 @@ import (
 // configured with; the suite writes data on both sides of it.
 const Retention = time.Hour
 
+// The rollup retentions every store that open returns must be configured
+// with (Rollups).
+const (
+	MinuteRetention = 3 * time.Hour
+	HourRetention   = 6 * time.Hour
+)
+
+// Rollups is the rollup configuration of a store under test.
+func Rollups() storage.RollupRetention {
+	return storage.RollupRetention{Minute: MinuteRetention, Hour: HourRetention}
+}
+
+// Clock is the clock a store under test computes retention from: real time
+// plus an offset the suite moves forward.
+type Clock struct{ offset atomic.Int64 }
+
+// Now is the clock's time.
+func (c *Clock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
 // Run runs the conformance suite. open must return a new, empty store
-// opened with Retention and a host TTL of at least Retention; Run closes
-// every store it opens. Subtests run sequentially.
-func Run(t *testing.T, open func(t *testing.T) storage.Store) {
+// opened with Retention, Rollups, a host TTL of at least Retention, and
+// clock.Now as its clock; Run closes every store it opens. Subtests run
+// sequentially.
+func Run(t *testing.T, open func(t *testing.T, clock *Clock) storage.Store) {
 	for _, tc := range []struct {
 		name string
 		fn   func(t *testing.T, s storage.Store)
@@ -53,9 +81,14 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"EmptyBatchAndPing", testEmptyBatchAndPing},
 		{"CanceledContext", testCanceledContext},
+		{"RollupAggregates", testRollupAggregates},
+		{"RollupIdempotent", testRollupIdempotent},
+		{"RollupConcurrentResends", testRollupConcurrentResends},
+		{"RollupLastByTimestamp", testRollupLastByTimestamp},
+		{"RollupInvalid", testRollupInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := open(t)
+			s := open(t, &Clock{})
 			t.Cleanup(func() {
 				if err := s.Close(); err != nil {
 					t.Errorf("Close: %v", err)
@@ -64,6 +97,16 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 			tc.fn(t, s)
 		})
 	}
+	t.Run("RollupRetention", func(t *testing.T) {
+		clock := &Clock{}
+		s := open(t, clock)
+		t.Cleanup(func() {
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+		testRollupRetention(t, s, clock)
+	})
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -618,6 +661,11 @@ func testInvalidRefused(t *testing.T, s storage.Store) {
 	if hs := mustHosts(t, s); len(hs) != 0 {
 		t.Fatalf("a refused batch listed hosts %v", hostIDs(hs))
 	}
+	for _, res := range storage.RollupResolutions() {
+		if got := mustRollup(t, s, storage.RollupQuery{HostID: "ok-host", Resolution: res, From: 0, To: 1 << 62}); len(got) != 0 {
+			t.Fatalf("a refused batch rolled up %d series at %s", len(got), res)
+		}
+	}
 
 	for _, id := range []string{"web:01", "web{01}", "", "a b", "-x"} {
 		if _, err := s.Range(ctx, storage.RangeQuery{HostID: id, From: 0, To: 1 << 62}); !errors.Is(err, storage.ErrInvalid) {
@@ -631,6 +679,11 @@ func testInvalidRefused(t *testing.T, s storage.Store) {
 		}
 		if _, err := s.RegisterHost(ctx, sampleHost(id), time.Unix(b, 0)); !errors.Is(err, storage.ErrInvalid) {
 			t.Fatalf("RegisterHost(%q) = %v, want ErrInvalid", id, err)
+		}
+		for _, res := range storage.RollupResolutions() {
+			if _, err := s.RangeRollup(ctx, storage.RollupQuery{HostID: id, Resolution: res, From: 0, To: 1 << 62}); !errors.Is(err, storage.ErrInvalid) {
+				t.Fatalf("RangeRollup(%q, %s) = %v, want ErrInvalid", id, res, err)
+			}
 		}
 	}
 	if hs := mustHosts(t, s); len(hs) != 0 {
@@ -743,6 +796,20 @@ func testConcurrentWriters(t *testing.T, s storage.Store) {
 	if hs := mustHosts(t, s); len(hs) != 3 {
 		t.Fatalf("Hosts = %v", hostIDs(hs))
 	}
+	for h := 0; h < 3; h++ {
+		id := fmt.Sprintf("cw-%d", h)
+		for _, res := range storage.RollupResolutions() {
+			var n int64
+			for _, sr := range mustRollup(t, s, storage.RollupQuery{HostID: id, Resolution: res, From: 0, To: 1 << 62, Match: storage.NewMatcher([]string{"w"})}) {
+				for _, p := range sr.Points {
+					n += p.Count
+				}
+			}
+			if want := int64(2 * batches * perBatch); n != want {
+				t.Fatalf("%s: %s rollups counted %d snapshots, want %d", id, res, n, want)
+			}
+		}
+	}
 }
 
 func testEmptyBatchAndPing(t *testing.T, s storage.Store) {
@@ -770,6 +837,9 @@ func testCanceledContext(t *testing.T, s storage.Store) {
 	}
 	if _, err := s.Range(ctx, storage.RangeQuery{HostID: "cancel", From: 0, To: 1 << 62}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Range with a canceled context = %v, want context.Canceled", err)
+	}
+	if _, err := s.RangeRollup(ctx, storage.RollupQuery{HostID: "cancel", Resolution: storage.Minute, From: 0, To: 1 << 62}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("RangeRollup with a canceled context = %v, want context.Canceled", err)
 	}
 	if got := mustRange(t, s, storage.RangeQuery{HostID: "cancel", From: 0, To: 1 << 62}); len(got) != 0 {
 		t.Fatalf("a write with a canceled context stored %d snapshots", len(got))

@@ -217,11 +217,21 @@ type seriesJSON struct {
 }
 
 type metricsBody struct {
-	HostID string       `json:"host_id"`
-	From   int64        `json:"from"`
-	To     int64        `json:"to"`
-	Step   int64        `json:"step"`
-	Series []seriesJSON `json:"series"`
+	HostID string `json:"host_id"`
+	From   int64  `json:"from"`
+	To     int64  `json:"to"`
+	Step   int64  `json:"step"`
+	// Resolution is what the broker read: "raw", "1m" or "1h" (rollups);
+	// absent from a broker that does not say.
+	Resolution string       `json:"resolution,omitempty"`
+	Series     []seriesJSON `json:"series"`
+}
+
+// resolutionNames are the JSON names of the broker's resolutions.
+var resolutionNames = map[monitorpb.Resolution]string{
+	monitorpb.Resolution_RESOLUTION_RAW: "raw",
+	monitorpb.Resolution_RESOLUTION_1M:  "1m",
+	monitorpb.Resolution_RESOLUTION_1H:  "1h",
 }
 
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
@@ -237,7 +247,13 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		a.brokerError(w, r, err)
 		return
 	}
-	body := metricsBody{HostID: rq.hostID, From: rq.from, To: rq.to, Step: rq.step, Series: make([]seriesJSON, 0, len(resp.GetSeries()))}
+	body := metricsBody{HostID: rq.hostID, From: rq.from, To: rq.to, Step: rq.step, Resolution: resolutionNames[resp.GetResolution()],
+		Series: make([]seriesJSON, 0, len(resp.GetSeries()))}
+	// The broker may read coarser than asked (rollups over a long range):
+	// step then says how far apart the points really are.
+	if s := resp.GetStep(); s > body.Step {
+		body.Step = s
+	}
 	for _, s := range resp.GetSeries() {
 		body.Series = append(body.Series, seriesJSON{Name: s.GetName(), Labels: nonNil(s.GetLabels()), Unit: s.GetUnit(), Points: s.GetPoints()})
 	}

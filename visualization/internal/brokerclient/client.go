@@ -177,6 +177,14 @@ func call[T any](ctx context.Context, c *Client, op string, rpc func(context.Con
 	for i := range n {
 		idx := (first + i) % n
 		actx, cancel := context.WithTimeout(ctx, c.timeout)
+		// When the caller's deadline is the binding one, a DeadlineExceeded
+		// is the caller giving up (gRPC may report it a moment before ctx
+		// itself expires): no failover then.
+		callerBound := false
+		if cdl, ok := ctx.Deadline(); ok {
+			adl, _ := actx.Deadline()
+			callerBound = !cdl.After(adl)
+		}
 		res, err := rpc(actx, c.stubs[idx])
 		cancel()
 		if err == nil {
@@ -186,7 +194,7 @@ func call[T any](ctx context.Context, c *Client, op string, rpc func(context.Con
 			return res, nil
 		}
 		e.attempts = append(e.attempts, attempt{broker: c.addrs[idx], err: err})
-		if ctx.Err() != nil || !failover(err) {
+		if ctx.Err() != nil || !failover(err) || (callerBound && status.Code(err) == codes.DeadlineExceeded) {
 			break
 		}
 		if i < n-1 {

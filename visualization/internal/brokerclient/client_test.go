@@ -201,6 +201,7 @@ func TestCanceledCallerDoesNotFailOver(t *testing.T) {
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("error %v has code %s, want DeadlineExceeded", err, status.Code(err))
 	}
+	<-ctx.Done() // gRPC may report the deadline a moment before ctx expires
 	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Fatalf("caller context not expired: %v", ctx.Err())
 	}

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/monitorhq/monitor/pkg/loadgen"
+	monitorpb "github.com/monitorhq/monitor/proto"
+)
+
+// brokerProc is a bin/broker started by the harness.
+type brokerProc struct {
+	cmd  *exec.Cmd
+	addr string
+	log  string
+	args string // the command line, for the figures
+	done chan error
+}
+
+var brokerSeq int
+
+// startBroker runs bin/broker on a free port with storage spec and, when
+// yaml is not empty, a config file with those lines; it returns when the
+// broker answers.
+func (h *harness) startBroker(ctx context.Context, spec, yaml string) (*brokerProc, error) {
+	brokerSeq++
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(h.tmp, fmt.Sprintf("broker-%d", brokerSeq))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	args := []string{"-grpc", addr, "-http", "", "-data", dir, "-node-id", "bench", "-storage", spec}
+	shown := "bin/broker -storage " + shownSpec(spec)
+	if yaml != "" {
+		path := filepath.Join(dir, "broker.yaml")
+		if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+			return nil, err
+		}
+		args = append([]string{"-config", path}, args...)
+		shown = "bin/broker -config <" + strings.Join(strings.Fields(yaml), " ") + "> -storage " + shownSpec(spec)
+	}
+	logPath := filepath.Join(dir, "broker.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	b := &brokerProc{cmd: exec.Command(filepath.Join(h.bin, "broker"), args...), addr: addr, log: logPath, args: shown, done: make(chan error, 1)}
+	b.cmd.Stdout, b.cmd.Stderr = logf, logf
+	if err := b.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start broker: %w", err)
+	}
+	go func() {
+		b.done <- b.cmd.Wait()
+		logf.Close()
+	}()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.kill()
+		return nil, err
+	}
+	defer cc.Close()
+	client := monitorpb.NewMonitorServiceClient(cc)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err = client.ListHosts(cctx, &monitorpb.ListHostsRequest{})
+		cancel()
+		if err == nil {
+			return b, nil
+		}
+		select {
+		case werr := <-b.done:
+			return nil, fmt.Errorf("broker exited before serving (%v); log:\n%s", werr, tail(logPath))
+		default:
+		}
+		if time.Now().After(deadline) {
+			b.kill()
+			return nil, fmt.Errorf("broker not serving after 20s: %v; log:\n%s", err, tail(logPath))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cpu is the CPU time the broker used, after stop.
+func (b *brokerProc) cpu() time.Duration {
+	if st := b.cmd.ProcessState; st != nil {
+		return st.UserTime() + st.SystemTime()
+	}
+	return 0
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (b *brokerProc) stop() error {
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-b.done:
+		if err != nil {
+			return fmt.Errorf("broker exited with %v after SIGTERM; log:\n%s", err, tail(b.log))
+		}
+		return nil
+	case <-time.After(30 * time.Second):
+		b.kill()
+		return fmt.Errorf("broker did not exit within 30s of SIGTERM")
+	}
+}
+
+func (b *brokerProc) kill() {
+	_ = b.cmd.Process.Kill()
+	<-b.done
+}
+
+// loadgenRun runs bin/loadgen -json in saturation (-interval 0) against
+// addr and returns its result, the command line and its CPU time.
+func (h *harness) loadgenRun(addr string, hosts int, dur time.Duration, prefix string) (loadgen.Result, string, time.Duration, error) {
+	args := []string{"-broker", addr, "-hosts", strconv.Itoa(hosts), "-interval", "0", "-duration", dur.String(),
+		"-metrics", strconv.Itoa(h.p.Metrics), "-prefix", prefix, "-drain", "30s", "-json", "-log-level", "warn"}
+	shown := fmt.Sprintf("bin/loadgen -broker ADDR -hosts %d -interval 0 -duration %s -json", hosts, dur)
+	cmd := exec.Command(filepath.Join(h.bin, "loadgen"), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	var cpu time.Duration
+	if st := cmd.ProcessState; st != nil {
+		cpu = st.UserTime() + st.SystemTime()
+	}
+	var res loadgen.Result
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		return res, shown, cpu, fmt.Errorf("loadgen: %v (%v); stderr:\n%s", err, runErr, lastLines(stderr.String(), 20))
+	}
+	var exit *exec.ExitError
+	if runErr != nil && !errors.As(runErr, &exit) {
+		return res, shown, cpu, fmt.Errorf("loadgen: %w", runErr)
+	}
+	return res, shown, cpu, nil
+}
+
+func shownSpec(spec string) string {
+	if strings.HasPrefix(spec, "redis://") {
+		return "redis://REDIS"
+	}
+	return spec
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	return lastLines(string(b), 20)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,220 @@
+// Package control is the broker cluster's control plane: a hashicorp/raft
+// replicated state machine holding the members, the storage shards and ring
+// version, the host registry, cluster settings and alert rules. Samples never
+// pass through it (DESIGN.md §2): only small, rare writes do.
+//
+// Log entries are one type byte (monitorpb.CommandType) followed by the
+// protobuf payload named in proto/control.proto, dispatched by a switch in
+// Apply (Nomad's fsm.go). Apply is deterministic: it never reads the clock
+// or does I/O; timestamps travel inside the commands. Snapshot clones the
+// state under the read lock; Persist does the encoding and I/O.
+//
+// Concurrency: FSM methods are called by raft from one goroutine (Apply,
+// Restore) and may run concurrently with the readers (State, Member, ...),
+// which take the read lock.
+package control
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	monitorpb "github.com/monitorhq/monitor/proto"
+)
+
+// FSM is the replicated state.
+type FSM struct {
+	mu    sync.RWMutex
+	state *monitorpb.ControlState
+	index uint64 // last applied log index
+}
+
+// NewFSM returns an empty state machine.
+func NewFSM() *FSM { return &FSM{state: &monitorpb.ControlState{}} }
+
+// Encode builds a log entry: the type byte, then the payload.
+func Encode(typ monitorpb.CommandType, msg proto.Message) ([]byte, error) {
+	b, err := proto.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", typ, err)
+	}
+	return append([]byte{byte(typ)}, b...), nil
+}
+
+// Apply applies one committed entry. It returns an error value (not a Go
+// error return: raft hands it back to the caller of Apply on the leader)
+// when the command is malformed; the state is then unchanged.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	if len(l.Data) == 0 {
+		return fmt.Errorf("control: empty log entry at index %d", l.Index)
+	}
+	typ, payload := monitorpb.CommandType(l.Data[0]), l.Data[1:]
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.index = l.Index
+	st := f.state
+	switch typ {
+	case monitorpb.CommandType_COMMAND_TYPE_PUT_MEMBER:
+		var m monitorpb.Member
+		if err := unmarshal(typ, payload, &m); err != nil {
+			return err
+		}
+		st.Members = putBy(st.Members, &m, func(x *monitorpb.Member) string { return x.GetId() })
+	case monitorpb.CommandType_COMMAND_TYPE_REMOVE_MEMBER:
+		var m monitorpb.RemoveMember
+		if err := unmarshal(typ, payload, &m); err != nil {
+			return err
+		}
+		st.Members = slices.DeleteFunc(st.Members, func(x *monitorpb.Member) bool { return x.GetId() == m.GetId() })
+	case monitorpb.CommandType_COMMAND_TYPE_PUT_SHARD:
+		var s monitorpb.Shard
+		if err := unmarshal(typ, payload, &s); err != nil {
+			return err
+		}
+		st.Shards = putBy(st.Shards, &s, func(x *monitorpb.Shard) string { return x.GetId() })
+		st.RingVersion++
+	case monitorpb.CommandType_COMMAND_TYPE_REMOVE_SHARD:
+		var s monitorpb.RemoveShard
+		if err := unmarshal(typ, payload, &s); err != nil {
+			return err
+		}
+		n := len(st.Shards)
+		st.Shards = slices.DeleteFunc(st.Shards, func(x *monitorpb.Shard) bool { return x.GetId() == s.GetId() })
+		if len(st.Shards) != n {
+			st.RingVersion++
+		}
+	case monitorpb.CommandType_COMMAND_TYPE_REGISTER_HOST:
+		var h monitorpb.RegisteredHost
+		if err := unmarshal(typ, payload, &h); err != nil {
+			return err
+		}
+		i := slices.IndexFunc(st.Hosts, func(x *monitorpb.RegisteredHost) bool { return x.GetHostId() == h.GetHostId() })
+		if i >= 0 && st.Hosts[i].GetFirstRegistered() != 0 {
+			h.FirstRegistered = st.Hosts[i].GetFirstRegistered()
+		}
+		if h.FirstRegistered == 0 {
+			h.FirstRegistered = h.GetLastRegistered()
+		}
+		st.Hosts = putBy(st.Hosts, &h, func(x *monitorpb.RegisteredHost) string { return x.GetHostId() })
+	case monitorpb.CommandType_COMMAND_TYPE_PUT_SETTING:
+		var s monitorpb.Setting
+		if err := unmarshal(typ, payload, &s); err != nil {
+			return err
+		}
+		st.Settings = putBy(st.Settings, &s, func(x *monitorpb.Setting) string { return x.GetKey() })
+	case monitorpb.CommandType_COMMAND_TYPE_PUT_ALERT_RULE:
+		var r monitorpb.AlertRule
+		if err := unmarshal(typ, payload, &r); err != nil {
+			return err
+		}
+		st.AlertRules = putBy(st.AlertRules, &r, func(x *monitorpb.AlertRule) string { return x.GetId() })
+	case monitorpb.CommandType_COMMAND_TYPE_DELETE_ALERT_RULE:
+		var r monitorpb.DeleteAlertRule
+		if err := unmarshal(typ, payload, &r); err != nil {
+			return err
+		}
+		st.AlertRules = slices.DeleteFunc(st.AlertRules, func(x *monitorpb.AlertRule) bool { return x.GetId() == r.GetId() })
+	default:
+		return fmt.Errorf("control: unknown command type %d at index %d", typ, l.Index)
+	}
+	return nil
+}
+
+func unmarshal(typ monitorpb.CommandType, b []byte, m proto.Message) error {
+	if err := proto.Unmarshal(b, m); err != nil {
+		return fmt.Errorf("control: decode %s: %w", typ, err)
+	}
+	return nil
+}
+
+// putBy replaces the element with the same key or inserts x, keeping the
+// slice sorted by key so the state (and its snapshot) is canonical.
+func putBy[T any](s []T, x T, key func(T) string) []T {
+	k := key(x)
+	i, found := slices.BinarySearchFunc(s, k, func(e T, k string) int {
+		switch ek := key(e); {
+		case ek < k:
+			return -1
+		case ek > k:
+			return 1
+		}
+		return 0
+	})
+	if found {
+		s[i] = x
+		return s
+	}
+	return slices.Insert(s, i, x)
+}
+
+// State returns a deep copy of the current state.
+func (f *FSM) State() *monitorpb.ControlState {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return proto.Clone(f.state).(*monitorpb.ControlState)
+}
+
+// AppliedIndex is the index of the last applied entry.
+func (f *FSM) AppliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.index
+}
+
+// Setting returns a setting's value.
+func (f *FSM) Setting(key string) (string, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, s := range f.state.GetSettings() {
+		if s.GetKey() == key {
+			return s.GetValue(), true
+		}
+	}
+	return "", false
+}
+
+// Snapshot captures the state for raft; the copy is taken here, the
+// encoding and I/O happen in Persist.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	return &snapshot{state: f.State()}, nil
+}
+
+// Restore replaces the state with a snapshot's.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("control: read snapshot: %w", err)
+	}
+	st := &monitorpb.ControlState{}
+	if err := proto.Unmarshal(b, st); err != nil {
+		return fmt.Errorf("control: decode snapshot: %w", err)
+	}
+	f.mu.Lock()
+	f.state = st
+	f.mu.Unlock()
+	return nil
+}
+
+type snapshot struct{ state *monitorpb.ControlState }
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s.state)
+	if err == nil {
+		_, err = sink.Write(b)
+	}
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("control: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}
