@@ -179,41 +179,62 @@ func SeriesKey(name string, labels map[string]string) (string, error) {
 // ParseSeries splits a canonical series key into its name and labels. It is
 // the inverse of SeriesKey.
 func ParseSeries(series string) (name string, labels map[string]string, err error) {
-	open := strings.IndexByte(series, '{')
-	if open < 0 {
-		if err := ValidateMetricName(series); err != nil {
-			return "", nil, err
+	name, err = scanSeries(series, func(k, v string) {
+		if labels == nil {
+			labels = make(map[string]string, strings.Count(series, ",")+1)
 		}
-		return series, nil, nil
-	}
-	name = series[:open]
-	if err := ValidateMetricName(name); err != nil {
+		labels[k] = v
+	})
+	if err != nil {
 		return "", nil, err
 	}
+	return name, labels, nil
+}
+
+// ValidateSeries checks a canonical series key as ParseSeries does, without
+// building the label map (the write path's hot loop).
+func ValidateSeries(series string) error {
+	_, err := scanSeries(series, nil)
+	return err
+}
+
+// scanSeries validates series and hands each label to label (when not nil).
+func scanSeries(series string, label func(k, v string)) (string, error) {
+	open := strings.IndexByte(series, '{')
+	if open < 0 {
+		return series, ValidateMetricName(series)
+	}
+	name := series[:open]
+	if err := ValidateMetricName(name); err != nil {
+		return "", err
+	}
 	if !strings.HasSuffix(series, "}") || open == len(series)-2 {
-		return "", nil, fmt.Errorf("%w: series %q: labels must be {k=v,...}", ErrInvalid, series)
+		return "", fmt.Errorf("%w: series %q: labels must be {k=v,...}", ErrInvalid, series)
 	}
 	body := series[open+1 : len(series)-1]
-	labels = make(map[string]string, strings.Count(body, ",")+1)
 	prev := ""
-	for _, pair := range strings.Split(body, ",") {
+	for more := true; more; {
+		var pair string
+		pair, body, more = strings.Cut(body, ",")
 		k, v, ok := strings.Cut(pair, "=")
 		if !ok {
-			return "", nil, fmt.Errorf("%w: series %q: label %q has no '='", ErrInvalid, series, pair)
+			return "", fmt.Errorf("%w: series %q: label %q has no '='", ErrInvalid, series, pair)
 		}
 		if err := ValidateLabelName(k); err != nil {
-			return "", nil, fmt.Errorf("series %q: %w", series, err)
+			return "", fmt.Errorf("series %q: %w", series, err)
 		}
 		if err := ValidateLabelValue(v); err != nil {
-			return "", nil, fmt.Errorf("series %q: %w", series, err)
+			return "", fmt.Errorf("series %q: %w", series, err)
 		}
 		if k <= prev {
-			return "", nil, fmt.Errorf("%w: series %q: labels are not sorted or repeat %q", ErrInvalid, series, k)
+			return "", fmt.Errorf("%w: series %q: labels are not sorted or repeat %q", ErrInvalid, series, k)
 		}
 		prev = k
-		labels[k] = v
+		if label != nil {
+			label(k, v)
+		}
 	}
-	return name, labels, nil
+	return name, nil
 }
 
 // ValidateSnapshot checks everything in s that ends up in a key or field.
@@ -235,7 +256,7 @@ func ValidateSnapshot(s *Snapshot) error {
 		}
 	}
 	for i := range s.Samples {
-		if _, _, err := ParseSeries(s.Samples[i].Series); err != nil {
+		if err := ValidateSeries(s.Samples[i].Series); err != nil {
 			return fmt.Errorf("host %q: %w", s.HostID, err)
 		}
 		if err := ValidateValue(s.Samples[i].Value); err != nil {

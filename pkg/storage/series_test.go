@@ -123,6 +123,9 @@ func FuzzParseSeries(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		name, labels, err := ParseSeries(s)
+		if verr := ValidateSeries(s); (verr == nil) != (err == nil) {
+			t.Fatalf("ValidateSeries(%q) = %v but ParseSeries = %v: they must agree", s, verr, err)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("ParseSeries(%q) error %v does not wrap ErrInvalid", s, err)
