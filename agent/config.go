@@ -122,19 +122,8 @@ func (c *Config) Validate() error {
 	if err := storage.ValidateHostID(c.HostID); err != nil {
 		return config.Errorf("host_id", "%v", err)
 	}
-	if len(c.Brokers) == 0 {
-		return config.Errorf("brokers", "is empty; list at least one broker host:port such as 127.0.0.1:9093")
-	}
-	seen := make(map[string]bool, len(c.Brokers))
-	for i, b := range c.Brokers {
-		key := fmt.Sprintf("brokers[%d]", i)
-		if err := config.Addr(key, b, false); err != nil {
-			return err
-		}
-		if seen[b] {
-			return config.Errorf(key, "%q is listed twice", b)
-		}
-		seen[b] = true
+	if err := config.AddrList("brokers", c.Brokers, 64); err != nil {
+		return err
 	}
 	checks := []error{
 		config.DurationIn("interval", c.Interval, time.Second, time.Hour),

@@ -87,22 +87,8 @@ func (c *Config) Validate() error {
 	if err := config.Addr("quic_listen", c.QUICListen, true); err != nil {
 		return err
 	}
-	if len(c.Brokers) == 0 {
-		return config.Errorf("brokers", "is empty; want at least one broker gRPC address such as 127.0.0.1:9093")
-	}
-	if len(c.Brokers) > maxBrokers {
-		return config.Errorf("brokers", "has %d addresses; allowed 1 … %d", len(c.Brokers), maxBrokers)
-	}
-	seen := make(map[string]bool, len(c.Brokers))
-	for i, b := range c.Brokers {
-		key := fmt.Sprintf("brokers[%d]", i)
-		if err := config.Addr(key, b, false); err != nil {
-			return err
-		}
-		if seen[b] {
-			return config.Errorf(key, "%q is listed twice", b)
-		}
-		seen[b] = true
+	if err := config.AddrList("brokers", c.Brokers, maxBrokers); err != nil {
+		return err
 	}
 	checks := []error{
 		config.DurationIn("broker_timeout", c.BrokerTimeout, 100*time.Millisecond, 5*time.Minute),

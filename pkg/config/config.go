@@ -120,3 +120,26 @@ func Addr(key, addr string, optional bool) error {
 	}
 	return nil
 }
+
+// AddrList checks a non-empty list of at most max host:port addresses, each
+// listed once, for key (e.g. "brokers").
+func AddrList(key string, addrs []string, max int) error {
+	if len(addrs) == 0 {
+		return Errorf(key, "is empty; list at least one host:port such as 127.0.0.1:9093")
+	}
+	if len(addrs) > max {
+		return Errorf(key, "has %d addresses; allowed 1 … %d", len(addrs), max)
+	}
+	seen := make(map[string]bool, len(addrs))
+	for i, a := range addrs {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		if err := Addr(k, a, false); err != nil {
+			return err
+		}
+		if seen[a] {
+			return Errorf(k, "%q is listed twice", a)
+		}
+		seen[a] = true
+	}
+	return nil
+}
