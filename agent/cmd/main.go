@@ -7,7 +7,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -38,12 +37,11 @@ func main() {
 		fmt.Println("config ok")
 		return
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	logger, err := config.Logger(*logLevel, os.Stderr)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "agent: -log-level:", err)
 		os.Exit(2)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if cfg.GoMaxProcs > 0 && os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(cfg.GoMaxProcs)
 	}

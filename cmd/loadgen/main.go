@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -41,12 +40,11 @@ func main() {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (logs go to stderr)")
 	_ = fs.Parse(os.Args[1:])
 
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	logger, err := config.Logger(*logLevel, os.Stderr)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen: -log-level:", err)
 		os.Exit(2)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	g, err := loadgen.New(loadgen.Config{
 		Brokers: config.SplitList(*brokers), Hosts: *hosts, Interval: *interval, Duration: *duration,
 		Metrics: *metrics, Conns: *conns, Window: *window, Drain: *drain, Prefix: *prefix,

@@ -19,11 +19,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+
+	"github.com/monitorhq/monitor/pkg/config"
 
 	"github.com/monitorhq/monitor/agent"
 	"github.com/monitorhq/monitor/broker"
@@ -62,11 +63,10 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+	logger, err := config.Logger(f.logLevel, stderr)
+	if err != nil {
 		return fmt.Errorf("-log-level: %w", err)
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	bcfg := broker.DefaultConfig()
 	bcfg.NodeID = "standalone"

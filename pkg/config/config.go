@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -142,4 +143,14 @@ func AddrList(key string, addrs []string, max int) error {
 		seen[a] = true
 	}
 	return nil
+}
+
+// Logger returns a text logger to w at level ("debug", "info", "warn" or
+// "error"), the -log-level flag of every binary.
+func Logger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }

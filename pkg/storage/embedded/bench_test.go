@@ -3,12 +3,12 @@ package embedded
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/monitorhq/monitor/pkg/storage"
+	"github.com/monitorhq/monitor/pkg/storage/storagetest"
 )
 
 //	go test -run XXX -bench . -benchmem ./pkg/storage/embedded/
@@ -99,24 +99,6 @@ func BenchmarkRange720(b *testing.B) {
 	}
 }
 
-// latencies runs op b.N times and reports the median and 99th percentile.
-func latencies(b *testing.B, op func() error) {
-	d := make([]time.Duration, 0, b.N)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		start := time.Now()
-		if err := op(); err != nil {
-			b.Fatal(err)
-		}
-		d = append(d, time.Since(start))
-	}
-	b.StopTimer()
-	slices.Sort(d)
-	b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(d[len(d)*99/100].Microseconds())/1000, "p99-ms")
-}
-
 // BenchmarkRangeLatency is the query side of a chart: 1 h raw (720
 // snapshots at 5 s), 24 h at 1 minute (1440 buckets), 7 d at 1 hour (168
 // buckets), one host, 50 series. The week is written at one snapshot per
@@ -144,7 +126,7 @@ func BenchmarkRangeLatency(b *testing.B) {
 	}
 	flush()
 	b.Run("1h-raw", func(b *testing.B) {
-		latencies(b, func() error {
+		storagetest.Latencies(b, func() error {
 			got, err := s.Range(ctx, storage.RangeQuery{HostID: "hour-host", From: to - 719*5, To: to})
 			if err == nil && len(got) != 720 {
 				err = fmt.Errorf("got %d snapshots", len(got))
@@ -158,7 +140,7 @@ func BenchmarkRangeLatency(b *testing.B) {
 		span int64
 	}{{"24h-1m", storage.Minute, 24 * 3600}, {"7d-1h", storage.Hour, 7 * 24 * 3600}} {
 		b.Run(tc.name, func(b *testing.B) {
-			latencies(b, func() error {
+			storagetest.Latencies(b, func() error {
 				got, err := s.RangeRollup(ctx, storage.RollupQuery{HostID: "week-host", Resolution: tc.res, From: to - tc.span, To: to})
 				if err == nil && (len(got) != 50 || int64(len(got[0].Points)) < tc.span/int64(tc.res)) {
 					err = fmt.Errorf("got %d series", len(got))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/monitorhq/monitor/internal/redistest"
 	"github.com/monitorhq/monitor/pkg/storage"
+	"github.com/monitorhq/monitor/pkg/storage/storagetest"
 )
 
 // The benchmarks compare the store with a naive loop over the same layout
@@ -243,24 +243,6 @@ func BenchmarkRange720Naive(b *testing.B) {
 	}
 }
 
-// latencies runs op b.N times and reports the median and 99th percentile.
-func latencies(b *testing.B, op func() error) {
-	d := make([]time.Duration, 0, b.N)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		start := time.Now()
-		if err := op(); err != nil {
-			b.Fatal(err)
-		}
-		d = append(d, time.Since(start))
-	}
-	b.StopTimer()
-	slices.Sort(d)
-	b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(d[len(d)*99/100].Microseconds())/1000, "p99-ms")
-}
-
 // setupWeek writes 7 days of one host at one snapshot per minute (50
 // metrics): 10080 minute buckets and 168 hour buckets, which read as fast
 // as full ones (a bucket's size does not depend on its count).
@@ -294,7 +276,7 @@ func BenchmarkRangeLatency(b *testing.B) {
 		addr, from, to := setupRange(b)
 		s := openStore(b, Config{Shards: []ShardConfig{{Addr: addr}}})
 		defer s.Close()
-		latencies(b, func() error {
+		storagetest.Latencies(b, func() error {
 			got, err := s.Range(context.Background(), storage.RangeQuery{HostID: "range-host", From: from, To: to})
 			if err == nil && len(got) != 720 {
 				err = fmt.Errorf("got %d snapshots", len(got))
@@ -312,7 +294,7 @@ func BenchmarkRangeLatency(b *testing.B) {
 		buckets int
 	}{{"24h-1m", storage.Minute, 24 * 3600, 1441}, {"7d-1h", storage.Hour, 7 * 24 * 3600, 169}} {
 		b.Run(tc.name, func(b *testing.B) {
-			latencies(b, func() error {
+			storagetest.Latencies(b, func() error {
 				got, err := s.RangeRollup(context.Background(), storage.RollupQuery{HostID: "week-host", Resolution: tc.res, From: to - tc.span, To: to})
 				if err == nil && (len(got) != 50 || len(got[0].Points) < tc.buckets-1) {
 					err = fmt.Errorf("got %d series", len(got))

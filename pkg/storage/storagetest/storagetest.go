@@ -845,3 +845,22 @@ func testCanceledContext(t *testing.T, s storage.Store) {
 		t.Fatalf("a write with a canceled context stored %d snapshots", len(got))
 	}
 }
+
+// Latencies runs op b.N times and reports the median and 99th percentile
+// (the backends' range-latency benchmarks share it).
+func Latencies(b *testing.B, op func() error) {
+	d := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := op(); err != nil {
+			b.Fatal(err)
+		}
+		d = append(d, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(d)
+	b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(d[len(d)*99/100].Microseconds())/1000, "p99-ms")
+}
