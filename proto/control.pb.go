@@ -41,6 +41,7 @@ const (
 	CommandType_COMMAND_TYPE_PUT_SETTING       CommandType = 6 // Setting
 	CommandType_COMMAND_TYPE_PUT_ALERT_RULE    CommandType = 7 // AlertRule
 	CommandType_COMMAND_TYPE_DELETE_ALERT_RULE CommandType = 8 // DeleteAlertRule
+	CommandType_COMMAND_TYPE_PUT_MIGRATION     CommandType = 9 // Migration (progress of a ring change)
 )
 
 // Enum value maps for CommandType.
@@ -55,6 +56,7 @@ var (
 		6: "COMMAND_TYPE_PUT_SETTING",
 		7: "COMMAND_TYPE_PUT_ALERT_RULE",
 		8: "COMMAND_TYPE_DELETE_ALERT_RULE",
+		9: "COMMAND_TYPE_PUT_MIGRATION",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":       0,
@@ -66,6 +68,7 @@ var (
 		"COMMAND_TYPE_PUT_SETTING":       6,
 		"COMMAND_TYPE_PUT_ALERT_RULE":    7,
 		"COMMAND_TYPE_DELETE_ALERT_RULE": 8,
+		"COMMAND_TYPE_PUT_MIGRATION":     9,
 	}
 )
 
@@ -201,12 +204,19 @@ func (x *RemoveMember) GetId() string {
 	return ""
 }
 
-// Shard is one storage shard on the ring.
+// Shard is one storage shard on the ring. Credentials never enter the
+// Raft log: a broker takes the password and TLS files of a shard from its
+// own configuration (storage.redis.shards entry with the same name) or from
+// storage.redis.default_password.
 type Shard struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Addrs         []string               `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"`        // primary first; replicas or cluster seeds after
-	Draining      bool                   `protobuf:"varint,3,opt,name=draining,proto3" json:"draining,omitempty"` // being emptied before removal
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`              // the ring member (redisstore shard name)
+	Addrs         []string               `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"`        // primary first; replicas after (cluster: seed nodes)
+	Draining      bool                   `protobuf:"varint,3,opt,name=draining,proto3" json:"draining,omitempty"` // being emptied before removal: no longer on the ring
+	Db            int32                  `protobuf:"varint,4,opt,name=db,proto3" json:"db,omitempty"`
+	Cluster       bool                   `protobuf:"varint,5,opt,name=cluster,proto3" json:"cluster,omitempty"` // a Redis Cluster reached through addrs
+	Username      string                 `protobuf:"bytes,6,opt,name=username,proto3" json:"username,omitempty"`
+	Tls           bool                   `protobuf:"varint,7,opt,name=tls,proto3" json:"tls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -262,6 +272,176 @@ func (x *Shard) GetDraining() bool {
 	return false
 }
 
+func (x *Shard) GetDb() int32 {
+	if x != nil {
+		return x.Db
+	}
+	return 0
+}
+
+func (x *Shard) GetCluster() bool {
+	if x != nil {
+		return x.Cluster
+	}
+	return false
+}
+
+func (x *Shard) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *Shard) GetTls() bool {
+	if x != nil {
+		return x.Tls
+	}
+	return false
+}
+
+// Migration is the progress of moving hosts after a ring change. The
+// leader's migrator writes it; a new leader resumes from it.
+type Migration struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RingVersion    uint64                 `protobuf:"varint,1,opt,name=ring_version,json=ringVersion,proto3" json:"ring_version,omitempty"` // the ring the hosts are moving to
+	FromVersion    uint64                 `protobuf:"varint,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"` // the ring they are moving from
+	FromShards     []string               `protobuf:"bytes,3,rep,name=from_shards,json=fromShards,proto3" json:"from_shards,omitempty"`     // the old ring's members (ids), in order
+	ToShards       []string               `protobuf:"bytes,4,rep,name=to_shards,json=toShards,proto3" json:"to_shards,omitempty"`           // the new ring's members
+	Done           bool                   `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
+	HostsTotal     uint64                 `protobuf:"varint,6,opt,name=hosts_total,json=hostsTotal,proto3" json:"hosts_total,omitempty"` // hosts found on the old owners that move
+	HostsMoved     uint64                 `protobuf:"varint,7,opt,name=hosts_moved,json=hostsMoved,proto3" json:"hosts_moved,omitempty"`
+	KeysCopied     uint64                 `protobuf:"varint,8,opt,name=keys_copied,json=keysCopied,proto3" json:"keys_copied,omitempty"`
+	Cursor         string                 `protobuf:"bytes,9,opt,name=cursor,proto3" json:"cursor,omitempty"` // last host id moved (hosts move in id order)
+	StartedUnixMs  int64                  `protobuf:"varint,10,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	FinishedUnixMs int64                  `protobuf:"varint,11,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
+	Error          string                 `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`                                    // the last error, retried
+	HostsScanned   uint64                 `protobuf:"varint,13,opt,name=hosts_scanned,json=hostsScanned,proto3" json:"hosts_scanned,omitempty"` // hosts looked at on the old owners
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Migration) Reset() {
+	*x = Migration{}
+	mi := &file_proto_control_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Migration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Migration) ProtoMessage() {}
+
+func (x *Migration) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Migration.ProtoReflect.Descriptor instead.
+func (*Migration) Descriptor() ([]byte, []int) {
+	return file_proto_control_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Migration) GetRingVersion() uint64 {
+	if x != nil {
+		return x.RingVersion
+	}
+	return 0
+}
+
+func (x *Migration) GetFromVersion() uint64 {
+	if x != nil {
+		return x.FromVersion
+	}
+	return 0
+}
+
+func (x *Migration) GetFromShards() []string {
+	if x != nil {
+		return x.FromShards
+	}
+	return nil
+}
+
+func (x *Migration) GetToShards() []string {
+	if x != nil {
+		return x.ToShards
+	}
+	return nil
+}
+
+func (x *Migration) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *Migration) GetHostsTotal() uint64 {
+	if x != nil {
+		return x.HostsTotal
+	}
+	return 0
+}
+
+func (x *Migration) GetHostsMoved() uint64 {
+	if x != nil {
+		return x.HostsMoved
+	}
+	return 0
+}
+
+func (x *Migration) GetKeysCopied() uint64 {
+	if x != nil {
+		return x.KeysCopied
+	}
+	return 0
+}
+
+func (x *Migration) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *Migration) GetStartedUnixMs() int64 {
+	if x != nil {
+		return x.StartedUnixMs
+	}
+	return 0
+}
+
+func (x *Migration) GetFinishedUnixMs() int64 {
+	if x != nil {
+		return x.FinishedUnixMs
+	}
+	return 0
+}
+
+func (x *Migration) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Migration) GetHostsScanned() uint64 {
+	if x != nil {
+		return x.HostsScanned
+	}
+	return 0
+}
+
 type RemoveShard struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -271,7 +451,7 @@ type RemoveShard struct {
 
 func (x *RemoveShard) Reset() {
 	*x = RemoveShard{}
-	mi := &file_proto_control_proto_msgTypes[3]
+	mi := &file_proto_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +463,7 @@ func (x *RemoveShard) String() string {
 func (*RemoveShard) ProtoMessage() {}
 
 func (x *RemoveShard) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[3]
+	mi := &file_proto_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +476,7 @@ func (x *RemoveShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveShard.ProtoReflect.Descriptor instead.
 func (*RemoveShard) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{3}
+	return file_proto_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RemoveShard) GetId() string {
@@ -320,7 +500,7 @@ type RegisteredHost struct {
 
 func (x *RegisteredHost) Reset() {
 	*x = RegisteredHost{}
-	mi := &file_proto_control_proto_msgTypes[4]
+	mi := &file_proto_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +512,7 @@ func (x *RegisteredHost) String() string {
 func (*RegisteredHost) ProtoMessage() {}
 
 func (x *RegisteredHost) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[4]
+	mi := &file_proto_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +525,7 @@ func (x *RegisteredHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisteredHost.ProtoReflect.Descriptor instead.
 func (*RegisteredHost) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{4}
+	return file_proto_control_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegisteredHost) GetHostId() string {
@@ -394,7 +574,7 @@ type Setting struct {
 
 func (x *Setting) Reset() {
 	*x = Setting{}
-	mi := &file_proto_control_proto_msgTypes[5]
+	mi := &file_proto_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +586,7 @@ func (x *Setting) String() string {
 func (*Setting) ProtoMessage() {}
 
 func (x *Setting) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[5]
+	mi := &file_proto_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +599,7 @@ func (x *Setting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Setting.ProtoReflect.Descriptor instead.
 func (*Setting) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{5}
+	return file_proto_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Setting) GetKey() string {
@@ -453,7 +633,7 @@ type AlertRule struct {
 
 func (x *AlertRule) Reset() {
 	*x = AlertRule{}
-	mi := &file_proto_control_proto_msgTypes[6]
+	mi := &file_proto_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +645,7 @@ func (x *AlertRule) String() string {
 func (*AlertRule) ProtoMessage() {}
 
 func (x *AlertRule) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[6]
+	mi := &file_proto_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +658,7 @@ func (x *AlertRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertRule.ProtoReflect.Descriptor instead.
 func (*AlertRule) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{6}
+	return file_proto_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AlertRule) GetId() string {
@@ -546,7 +726,7 @@ type DeleteAlertRule struct {
 
 func (x *DeleteAlertRule) Reset() {
 	*x = DeleteAlertRule{}
-	mi := &file_proto_control_proto_msgTypes[7]
+	mi := &file_proto_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -558,7 +738,7 @@ func (x *DeleteAlertRule) String() string {
 func (*DeleteAlertRule) ProtoMessage() {}
 
 func (x *DeleteAlertRule) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[7]
+	mi := &file_proto_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -571,7 +751,7 @@ func (x *DeleteAlertRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAlertRule.ProtoReflect.Descriptor instead.
 func (*DeleteAlertRule) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{7}
+	return file_proto_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteAlertRule) GetId() string {
@@ -590,13 +770,14 @@ type ControlState struct {
 	Hosts         []*RegisteredHost      `protobuf:"bytes,4,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	Settings      []*Setting             `protobuf:"bytes,5,rep,name=settings,proto3" json:"settings,omitempty"`
 	AlertRules    []*AlertRule           `protobuf:"bytes,6,rep,name=alert_rules,json=alertRules,proto3" json:"alert_rules,omitempty"`
+	Migration     *Migration             `protobuf:"bytes,7,opt,name=migration,proto3" json:"migration,omitempty"` // the current or last ring change
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ControlState) Reset() {
 	*x = ControlState{}
-	mi := &file_proto_control_proto_msgTypes[8]
+	mi := &file_proto_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +789,7 @@ func (x *ControlState) String() string {
 func (*ControlState) ProtoMessage() {}
 
 func (x *ControlState) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[8]
+	mi := &file_proto_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +802,7 @@ func (x *ControlState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlState.ProtoReflect.Descriptor instead.
 func (*ControlState) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{8}
+	return file_proto_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ControlState) GetMembers() []*Member {
@@ -666,6 +847,137 @@ func (x *ControlState) GetAlertRules() []*AlertRule {
 	return nil
 }
 
+func (x *ControlState) GetMigration() *Migration {
+	if x != nil {
+		return x.Migration
+	}
+	return nil
+}
+
+type DeleteAlertRuleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Existed       bool                   `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAlertRuleResponse) Reset() {
+	*x = DeleteAlertRuleResponse{}
+	mi := &file_proto_control_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAlertRuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAlertRuleResponse) ProtoMessage() {}
+
+func (x *DeleteAlertRuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAlertRuleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAlertRuleResponse) Descriptor() ([]byte, []int) {
+	return file_proto_control_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeleteAlertRuleResponse) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
+}
+
+type ListAlertRulesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlertRulesRequest) Reset() {
+	*x = ListAlertRulesRequest{}
+	mi := &file_proto_control_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlertRulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlertRulesRequest) ProtoMessage() {}
+
+func (x *ListAlertRulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlertRulesRequest.ProtoReflect.Descriptor instead.
+func (*ListAlertRulesRequest) Descriptor() ([]byte, []int) {
+	return file_proto_control_proto_rawDescGZIP(), []int{11}
+}
+
+type ListAlertRulesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         []*AlertRule           `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlertRulesResponse) Reset() {
+	*x = ListAlertRulesResponse{}
+	mi := &file_proto_control_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlertRulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlertRulesResponse) ProtoMessage() {}
+
+func (x *ListAlertRulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlertRulesResponse.ProtoReflect.Descriptor instead.
+func (*ListAlertRulesResponse) Descriptor() ([]byte, []int) {
+	return file_proto_control_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListAlertRulesResponse) GetRules() []*AlertRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
 type JoinRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
@@ -675,7 +987,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_proto_control_proto_msgTypes[9]
+	mi := &file_proto_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +999,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[9]
+	mi := &file_proto_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +1012,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{9}
+	return file_proto_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JoinRequest) GetMember() *Member {
@@ -719,7 +1031,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_proto_control_proto_msgTypes[10]
+	mi := &file_proto_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +1043,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[10]
+	mi := &file_proto_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +1056,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{10}
+	return file_proto_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JoinResponse) GetStatus() *StatusResponse {
@@ -763,7 +1075,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_proto_control_proto_msgTypes[11]
+	mi := &file_proto_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +1087,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[11]
+	mi := &file_proto_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +1100,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{11}
+	return file_proto_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ForwardRequest) GetEntry() []byte {
@@ -806,7 +1118,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_proto_control_proto_msgTypes[12]
+	mi := &file_proto_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +1130,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[12]
+	mi := &file_proto_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1143,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{12}
+	return file_proto_control_proto_rawDescGZIP(), []int{16}
 }
 
 type StatusRequest struct {
@@ -842,7 +1154,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_proto_control_proto_msgTypes[13]
+	mi := &file_proto_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1166,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[13]
+	mi := &file_proto_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1179,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{13}
+	return file_proto_control_proto_rawDescGZIP(), []int{17}
 }
 
 // MemberStatus is a member as Raft and the FSM know it.
@@ -882,7 +1194,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_proto_control_proto_msgTypes[14]
+	mi := &file_proto_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +1206,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[14]
+	mi := &file_proto_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +1219,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{14}
+	return file_proto_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MemberStatus) GetMember() *Member {
@@ -932,23 +1244,26 @@ func (x *MemberStatus) GetLeader() bool {
 }
 
 type StatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the broker that answered
-	LeaderId      string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	Term          uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
-	CommitIndex   uint64                 `protobuf:"varint,4,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	Members       []*MemberStatus        `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
-	RingVersion   uint64                 `protobuf:"varint,7,opt,name=ring_version,json=ringVersion,proto3" json:"ring_version,omitempty"`
-	Shards        []*Shard               `protobuf:"bytes,8,rep,name=shards,proto3" json:"shards,omitempty"`
-	State         string                 `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"` // Leader, Follower, Candidate
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	NodeId         string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the broker that answered
+	LeaderId       string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Term           uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	CommitIndex    uint64                 `protobuf:"varint,4,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	AppliedIndex   uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Members        []*MemberStatus        `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
+	RingVersion    uint64                 `protobuf:"varint,7,opt,name=ring_version,json=ringVersion,proto3" json:"ring_version,omitempty"`
+	Shards         []*Shard               `protobuf:"bytes,8,rep,name=shards,proto3" json:"shards,omitempty"`
+	State          string                 `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`                                                                                                         // Leader, Follower, Candidate
+	ShardHosts     map[string]uint64      `protobuf:"bytes,10,rep,name=shard_hosts,json=shardHosts,proto3" json:"shard_hosts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // registered hosts per shard on the current ring
+	Migration      *Migration             `protobuf:"bytes,11,opt,name=migration,proto3" json:"migration,omitempty"`
+	LeaderGrpcAddr string                 `protobuf:"bytes,12,opt,name=leader_grpc_addr,json=leaderGrpcAddr,proto3" json:"leader_grpc_addr,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_proto_control_proto_msgTypes[15]
+	mi := &file_proto_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1275,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[15]
+	mi := &file_proto_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1288,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{15}
+	return file_proto_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1039,6 +1354,27 @@ func (x *StatusResponse) GetState() string {
 	return ""
 }
 
+func (x *StatusResponse) GetShardHosts() map[string]uint64 {
+	if x != nil {
+		return x.ShardHosts
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetMigration() *Migration {
+	if x != nil {
+		return x.Migration
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetLeaderGrpcAddr() string {
+	if x != nil {
+		return x.LeaderGrpcAddr
+	}
+	return ""
+}
+
 var File_proto_control_proto protoreflect.FileDescriptor
 
 const file_proto_control_proto_rawDesc = "" +
@@ -1050,11 +1386,34 @@ const file_proto_control_proto_rawDesc = "" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\"\x1e\n" +
 	"\fRemoveMember\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xa1\x01\n" +
 	"\x05Shard\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x12\x1a\n" +
-	"\bdraining\x18\x03 \x01(\bR\bdraining\"\x1d\n" +
+	"\bdraining\x18\x03 \x01(\bR\bdraining\x12\x0e\n" +
+	"\x02db\x18\x04 \x01(\x05R\x02db\x12\x18\n" +
+	"\acluster\x18\x05 \x01(\bR\acluster\x12\x1a\n" +
+	"\busername\x18\x06 \x01(\tR\busername\x12\x10\n" +
+	"\x03tls\x18\a \x01(\bR\x03tls\"\xab\x03\n" +
+	"\tMigration\x12!\n" +
+	"\fring_version\x18\x01 \x01(\x04R\vringVersion\x12!\n" +
+	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\x12\x1f\n" +
+	"\vfrom_shards\x18\x03 \x03(\tR\n" +
+	"fromShards\x12\x1b\n" +
+	"\tto_shards\x18\x04 \x03(\tR\btoShards\x12\x12\n" +
+	"\x04done\x18\x05 \x01(\bR\x04done\x12\x1f\n" +
+	"\vhosts_total\x18\x06 \x01(\x04R\n" +
+	"hostsTotal\x12\x1f\n" +
+	"\vhosts_moved\x18\a \x01(\x04R\n" +
+	"hostsMoved\x12\x1f\n" +
+	"\vkeys_copied\x18\b \x01(\x04R\n" +
+	"keysCopied\x12\x16\n" +
+	"\x06cursor\x18\t \x01(\tR\x06cursor\x12&\n" +
+	"\x0fstarted_unix_ms\x18\n" +
+	" \x01(\x03R\rstartedUnixMs\x12(\n" +
+	"\x10finished_unix_ms\x18\v \x01(\x03R\x0efinishedUnixMs\x12\x14\n" +
+	"\x05error\x18\f \x01(\tR\x05error\x12#\n" +
+	"\rhosts_scanned\x18\r \x01(\x04R\fhostsScanned\"\x1d\n" +
 	"\vRemoveShard\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x94\x02\n" +
 	"\x0eRegisteredHost\x12\x17\n" +
@@ -1084,7 +1443,7 @@ const file_proto_control_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"!\n" +
 	"\x0fDeleteAlertRule\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xa5\x02\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xda\x02\n" +
 	"\fControlState\x12,\n" +
 	"\amembers\x18\x01 \x03(\v2\x12.monitor.v1.MemberR\amembers\x12)\n" +
 	"\x06shards\x18\x02 \x03(\v2\x11.monitor.v1.ShardR\x06shards\x12!\n" +
@@ -1092,7 +1451,13 @@ const file_proto_control_proto_rawDesc = "" +
 	"\x05hosts\x18\x04 \x03(\v2\x1a.monitor.v1.RegisteredHostR\x05hosts\x12/\n" +
 	"\bsettings\x18\x05 \x03(\v2\x13.monitor.v1.SettingR\bsettings\x126\n" +
 	"\valert_rules\x18\x06 \x03(\v2\x15.monitor.v1.AlertRuleR\n" +
-	"alertRules\"9\n" +
+	"alertRules\x123\n" +
+	"\tmigration\x18\a \x01(\v2\x15.monitor.v1.MigrationR\tmigration\"3\n" +
+	"\x17DeleteAlertRuleResponse\x12\x18\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"\x17\n" +
+	"\x15ListAlertRulesRequest\"E\n" +
+	"\x16ListAlertRulesResponse\x12+\n" +
+	"\x05rules\x18\x01 \x03(\v2\x15.monitor.v1.AlertRuleR\x05rules\"9\n" +
 	"\vJoinRequest\x12*\n" +
 	"\x06member\x18\x01 \x01(\v2\x12.monitor.v1.MemberR\x06member\"B\n" +
 	"\fJoinResponse\x122\n" +
@@ -1104,7 +1469,7 @@ const file_proto_control_proto_rawDesc = "" +
 	"\fMemberStatus\x12*\n" +
 	"\x06member\x18\x01 \x01(\v2\x12.monitor.v1.MemberR\x06member\x12\x14\n" +
 	"\x05voter\x18\x02 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x03 \x01(\bR\x06leader\"\xba\x02\n" +
+	"\x06leader\x18\x03 \x01(\bR\x06leader\"\xa5\x04\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x12\n" +
@@ -1114,7 +1479,15 @@ const file_proto_control_proto_rawDesc = "" +
 	"\amembers\x18\x06 \x03(\v2\x18.monitor.v1.MemberStatusR\amembers\x12!\n" +
 	"\fring_version\x18\a \x01(\x04R\vringVersion\x12)\n" +
 	"\x06shards\x18\b \x03(\v2\x11.monitor.v1.ShardR\x06shards\x12\x14\n" +
-	"\x05state\x18\t \x01(\tR\x05state*\xa6\x02\n" +
+	"\x05state\x18\t \x01(\tR\x05state\x12K\n" +
+	"\vshard_hosts\x18\n" +
+	" \x03(\v2*.monitor.v1.StatusResponse.ShardHostsEntryR\n" +
+	"shardHosts\x123\n" +
+	"\tmigration\x18\v \x01(\v2\x15.monitor.v1.MigrationR\tmigration\x12(\n" +
+	"\x10leader_grpc_addr\x18\f \x01(\tR\x0eleaderGrpcAddr\x1a=\n" +
+	"\x0fShardHostsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01*\xc6\x02\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17COMMAND_TYPE_PUT_MEMBER\x10\x01\x12\x1e\n" +
@@ -1124,12 +1497,19 @@ const file_proto_control_proto_rawDesc = "" +
 	"\x1aCOMMAND_TYPE_REGISTER_HOST\x10\x05\x12\x1c\n" +
 	"\x18COMMAND_TYPE_PUT_SETTING\x10\x06\x12\x1f\n" +
 	"\x1bCOMMAND_TYPE_PUT_ALERT_RULE\x10\a\x12\"\n" +
-	"\x1eCOMMAND_TYPE_DELETE_ALERT_RULE\x10\b2\x96\x02\n" +
+	"\x1eCOMMAND_TYPE_DELETE_ALERT_RULE\x10\b\x12\x1e\n" +
+	"\x1aCOMMAND_TYPE_PUT_MIGRATION\x10\t2\xca\x05\n" +
 	"\x0eClusterService\x129\n" +
 	"\x04Join\x12\x17.monitor.v1.JoinRequest\x1a\x18.monitor.v1.JoinResponse\x12B\n" +
 	"\aForward\x12\x1a.monitor.v1.ForwardRequest\x1a\x1b.monitor.v1.ForwardResponse\x12?\n" +
 	"\x06Status\x12\x19.monitor.v1.StatusRequest\x1a\x1a.monitor.v1.StatusResponse\x12D\n" +
-	"\fRemoveBroker\x12\x18.monitor.v1.RemoveMember\x1a\x1a.monitor.v1.StatusResponseB.Z,github.com/monitorhq/monitor/proto;monitorpbb\x06proto3"
+	"\fRemoveBroker\x12\x18.monitor.v1.RemoveMember\x1a\x1a.monitor.v1.StatusResponse\x12@\n" +
+	"\x05Watch\x12\x19.monitor.v1.StatusRequest\x1a\x1a.monitor.v1.StatusResponse0\x01\x129\n" +
+	"\bAddShard\x12\x11.monitor.v1.Shard\x1a\x1a.monitor.v1.StatusResponse\x12I\n" +
+	"\x12RemoveStorageShard\x12\x17.monitor.v1.RemoveShard\x1a\x1a.monitor.v1.StatusResponse\x12<\n" +
+	"\fPutAlertRule\x12\x15.monitor.v1.AlertRule\x1a\x15.monitor.v1.AlertRule\x12S\n" +
+	"\x0fRemoveAlertRule\x12\x1b.monitor.v1.DeleteAlertRule\x1a#.monitor.v1.DeleteAlertRuleResponse\x12W\n" +
+	"\x0eListAlertRules\x12!.monitor.v1.ListAlertRulesRequest\x1a\".monitor.v1.ListAlertRulesResponseB.Z,github.com/monitorhq/monitor/proto;monitorpbb\x06proto3"
 
 var (
 	file_proto_control_proto_rawDescOnce sync.Once
@@ -1144,54 +1524,75 @@ func file_proto_control_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_control_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_proto_control_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_proto_control_proto_goTypes = []any{
-	(CommandType)(0),        // 0: monitor.v1.CommandType
-	(*Member)(nil),          // 1: monitor.v1.Member
-	(*RemoveMember)(nil),    // 2: monitor.v1.RemoveMember
-	(*Shard)(nil),           // 3: monitor.v1.Shard
-	(*RemoveShard)(nil),     // 4: monitor.v1.RemoveShard
-	(*RegisteredHost)(nil),  // 5: monitor.v1.RegisteredHost
-	(*Setting)(nil),         // 6: monitor.v1.Setting
-	(*AlertRule)(nil),       // 7: monitor.v1.AlertRule
-	(*DeleteAlertRule)(nil), // 8: monitor.v1.DeleteAlertRule
-	(*ControlState)(nil),    // 9: monitor.v1.ControlState
-	(*JoinRequest)(nil),     // 10: monitor.v1.JoinRequest
-	(*JoinResponse)(nil),    // 11: monitor.v1.JoinResponse
-	(*ForwardRequest)(nil),  // 12: monitor.v1.ForwardRequest
-	(*ForwardResponse)(nil), // 13: monitor.v1.ForwardResponse
-	(*StatusRequest)(nil),   // 14: monitor.v1.StatusRequest
-	(*MemberStatus)(nil),    // 15: monitor.v1.MemberStatus
-	(*StatusResponse)(nil),  // 16: monitor.v1.StatusResponse
-	nil,                     // 17: monitor.v1.RegisteredHost.LabelsEntry
-	nil,                     // 18: monitor.v1.AlertRule.HostLabelsEntry
+	(CommandType)(0),                // 0: monitor.v1.CommandType
+	(*Member)(nil),                  // 1: monitor.v1.Member
+	(*RemoveMember)(nil),            // 2: monitor.v1.RemoveMember
+	(*Shard)(nil),                   // 3: monitor.v1.Shard
+	(*Migration)(nil),               // 4: monitor.v1.Migration
+	(*RemoveShard)(nil),             // 5: monitor.v1.RemoveShard
+	(*RegisteredHost)(nil),          // 6: monitor.v1.RegisteredHost
+	(*Setting)(nil),                 // 7: monitor.v1.Setting
+	(*AlertRule)(nil),               // 8: monitor.v1.AlertRule
+	(*DeleteAlertRule)(nil),         // 9: monitor.v1.DeleteAlertRule
+	(*ControlState)(nil),            // 10: monitor.v1.ControlState
+	(*DeleteAlertRuleResponse)(nil), // 11: monitor.v1.DeleteAlertRuleResponse
+	(*ListAlertRulesRequest)(nil),   // 12: monitor.v1.ListAlertRulesRequest
+	(*ListAlertRulesResponse)(nil),  // 13: monitor.v1.ListAlertRulesResponse
+	(*JoinRequest)(nil),             // 14: monitor.v1.JoinRequest
+	(*JoinResponse)(nil),            // 15: monitor.v1.JoinResponse
+	(*ForwardRequest)(nil),          // 16: monitor.v1.ForwardRequest
+	(*ForwardResponse)(nil),         // 17: monitor.v1.ForwardResponse
+	(*StatusRequest)(nil),           // 18: monitor.v1.StatusRequest
+	(*MemberStatus)(nil),            // 19: monitor.v1.MemberStatus
+	(*StatusResponse)(nil),          // 20: monitor.v1.StatusResponse
+	nil,                             // 21: monitor.v1.RegisteredHost.LabelsEntry
+	nil,                             // 22: monitor.v1.AlertRule.HostLabelsEntry
+	nil,                             // 23: monitor.v1.StatusResponse.ShardHostsEntry
 }
 var file_proto_control_proto_depIdxs = []int32{
-	17, // 0: monitor.v1.RegisteredHost.labels:type_name -> monitor.v1.RegisteredHost.LabelsEntry
-	18, // 1: monitor.v1.AlertRule.host_labels:type_name -> monitor.v1.AlertRule.HostLabelsEntry
+	21, // 0: monitor.v1.RegisteredHost.labels:type_name -> monitor.v1.RegisteredHost.LabelsEntry
+	22, // 1: monitor.v1.AlertRule.host_labels:type_name -> monitor.v1.AlertRule.HostLabelsEntry
 	1,  // 2: monitor.v1.ControlState.members:type_name -> monitor.v1.Member
 	3,  // 3: monitor.v1.ControlState.shards:type_name -> monitor.v1.Shard
-	5,  // 4: monitor.v1.ControlState.hosts:type_name -> monitor.v1.RegisteredHost
-	6,  // 5: monitor.v1.ControlState.settings:type_name -> monitor.v1.Setting
-	7,  // 6: monitor.v1.ControlState.alert_rules:type_name -> monitor.v1.AlertRule
-	1,  // 7: monitor.v1.JoinRequest.member:type_name -> monitor.v1.Member
-	16, // 8: monitor.v1.JoinResponse.status:type_name -> monitor.v1.StatusResponse
-	1,  // 9: monitor.v1.MemberStatus.member:type_name -> monitor.v1.Member
-	15, // 10: monitor.v1.StatusResponse.members:type_name -> monitor.v1.MemberStatus
-	3,  // 11: monitor.v1.StatusResponse.shards:type_name -> monitor.v1.Shard
-	10, // 12: monitor.v1.ClusterService.Join:input_type -> monitor.v1.JoinRequest
-	12, // 13: monitor.v1.ClusterService.Forward:input_type -> monitor.v1.ForwardRequest
-	14, // 14: monitor.v1.ClusterService.Status:input_type -> monitor.v1.StatusRequest
-	2,  // 15: monitor.v1.ClusterService.RemoveBroker:input_type -> monitor.v1.RemoveMember
-	11, // 16: monitor.v1.ClusterService.Join:output_type -> monitor.v1.JoinResponse
-	13, // 17: monitor.v1.ClusterService.Forward:output_type -> monitor.v1.ForwardResponse
-	16, // 18: monitor.v1.ClusterService.Status:output_type -> monitor.v1.StatusResponse
-	16, // 19: monitor.v1.ClusterService.RemoveBroker:output_type -> monitor.v1.StatusResponse
-	16, // [16:20] is the sub-list for method output_type
-	12, // [12:16] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	6,  // 4: monitor.v1.ControlState.hosts:type_name -> monitor.v1.RegisteredHost
+	7,  // 5: monitor.v1.ControlState.settings:type_name -> monitor.v1.Setting
+	8,  // 6: monitor.v1.ControlState.alert_rules:type_name -> monitor.v1.AlertRule
+	4,  // 7: monitor.v1.ControlState.migration:type_name -> monitor.v1.Migration
+	8,  // 8: monitor.v1.ListAlertRulesResponse.rules:type_name -> monitor.v1.AlertRule
+	1,  // 9: monitor.v1.JoinRequest.member:type_name -> monitor.v1.Member
+	20, // 10: monitor.v1.JoinResponse.status:type_name -> monitor.v1.StatusResponse
+	1,  // 11: monitor.v1.MemberStatus.member:type_name -> monitor.v1.Member
+	19, // 12: monitor.v1.StatusResponse.members:type_name -> monitor.v1.MemberStatus
+	3,  // 13: monitor.v1.StatusResponse.shards:type_name -> monitor.v1.Shard
+	23, // 14: monitor.v1.StatusResponse.shard_hosts:type_name -> monitor.v1.StatusResponse.ShardHostsEntry
+	4,  // 15: monitor.v1.StatusResponse.migration:type_name -> monitor.v1.Migration
+	14, // 16: monitor.v1.ClusterService.Join:input_type -> monitor.v1.JoinRequest
+	16, // 17: monitor.v1.ClusterService.Forward:input_type -> monitor.v1.ForwardRequest
+	18, // 18: monitor.v1.ClusterService.Status:input_type -> monitor.v1.StatusRequest
+	2,  // 19: monitor.v1.ClusterService.RemoveBroker:input_type -> monitor.v1.RemoveMember
+	18, // 20: monitor.v1.ClusterService.Watch:input_type -> monitor.v1.StatusRequest
+	3,  // 21: monitor.v1.ClusterService.AddShard:input_type -> monitor.v1.Shard
+	5,  // 22: monitor.v1.ClusterService.RemoveStorageShard:input_type -> monitor.v1.RemoveShard
+	8,  // 23: monitor.v1.ClusterService.PutAlertRule:input_type -> monitor.v1.AlertRule
+	9,  // 24: monitor.v1.ClusterService.RemoveAlertRule:input_type -> monitor.v1.DeleteAlertRule
+	12, // 25: monitor.v1.ClusterService.ListAlertRules:input_type -> monitor.v1.ListAlertRulesRequest
+	15, // 26: monitor.v1.ClusterService.Join:output_type -> monitor.v1.JoinResponse
+	17, // 27: monitor.v1.ClusterService.Forward:output_type -> monitor.v1.ForwardResponse
+	20, // 28: monitor.v1.ClusterService.Status:output_type -> monitor.v1.StatusResponse
+	20, // 29: monitor.v1.ClusterService.RemoveBroker:output_type -> monitor.v1.StatusResponse
+	20, // 30: monitor.v1.ClusterService.Watch:output_type -> monitor.v1.StatusResponse
+	20, // 31: monitor.v1.ClusterService.AddShard:output_type -> monitor.v1.StatusResponse
+	20, // 32: monitor.v1.ClusterService.RemoveStorageShard:output_type -> monitor.v1.StatusResponse
+	8,  // 33: monitor.v1.ClusterService.PutAlertRule:output_type -> monitor.v1.AlertRule
+	11, // 34: monitor.v1.ClusterService.RemoveAlertRule:output_type -> monitor.v1.DeleteAlertRuleResponse
+	13, // 35: monitor.v1.ClusterService.ListAlertRules:output_type -> monitor.v1.ListAlertRulesResponse
+	26, // [26:36] is the sub-list for method output_type
+	16, // [16:26] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_proto_control_proto_init() }
@@ -1205,7 +1606,7 @@ func file_proto_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_control_proto_rawDesc), len(file_proto_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,10 +26,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ClusterService_Join_FullMethodName         = "/monitor.v1.ClusterService/Join"
-	ClusterService_Forward_FullMethodName      = "/monitor.v1.ClusterService/Forward"
-	ClusterService_Status_FullMethodName       = "/monitor.v1.ClusterService/Status"
-	ClusterService_RemoveBroker_FullMethodName = "/monitor.v1.ClusterService/RemoveBroker"
+	ClusterService_Join_FullMethodName               = "/monitor.v1.ClusterService/Join"
+	ClusterService_Forward_FullMethodName            = "/monitor.v1.ClusterService/Forward"
+	ClusterService_Status_FullMethodName             = "/monitor.v1.ClusterService/Status"
+	ClusterService_RemoveBroker_FullMethodName       = "/monitor.v1.ClusterService/RemoveBroker"
+	ClusterService_Watch_FullMethodName              = "/monitor.v1.ClusterService/Watch"
+	ClusterService_AddShard_FullMethodName           = "/monitor.v1.ClusterService/AddShard"
+	ClusterService_RemoveStorageShard_FullMethodName = "/monitor.v1.ClusterService/RemoveStorageShard"
+	ClusterService_PutAlertRule_FullMethodName       = "/monitor.v1.ClusterService/PutAlertRule"
+	ClusterService_RemoveAlertRule_FullMethodName    = "/monitor.v1.ClusterService/RemoveAlertRule"
+	ClusterService_ListAlertRules_FullMethodName     = "/monitor.v1.ClusterService/ListAlertRules"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -52,6 +58,21 @@ type ClusterServiceClient interface {
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	// RemoveMember removes a broker from the cluster (admin).
 	RemoveBroker(ctx context.Context, in *RemoveMember, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Watch streams the status now and again whenever members, leader,
+	// shards, ring version or migration progress change. Open like Status:
+	// agents and the visualization server follow the broker list with it.
+	Watch(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StatusResponse], error)
+	// AddShard puts a storage shard on the ring (admin); hosts that the new
+	// ring gives it move there live. Re-adding an existing id updates its
+	// addresses.
+	AddShard(ctx context.Context, in *Shard, opts ...grpc.CallOption) (*StatusResponse, error)
+	// RemoveStorageShard drains a shard (its hosts move to the others) and then
+	// takes it off (admin).
+	RemoveStorageShard(ctx context.Context, in *RemoveShard, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Alert rules live in the control plane (admin writes, open reads).
+	PutAlertRule(ctx context.Context, in *AlertRule, opts ...grpc.CallOption) (*AlertRule, error)
+	RemoveAlertRule(ctx context.Context, in *DeleteAlertRule, opts ...grpc.CallOption) (*DeleteAlertRuleResponse, error)
+	ListAlertRules(ctx context.Context, in *ListAlertRulesRequest, opts ...grpc.CallOption) (*ListAlertRulesResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -102,6 +123,75 @@ func (c *clusterServiceClient) RemoveBroker(ctx context.Context, in *RemoveMembe
 	return out, nil
 }
 
+func (c *clusterServiceClient) Watch(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StatusResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[0], ClusterService_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StatusRequest, StatusResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_WatchClient = grpc.ServerStreamingClient[StatusResponse]
+
+func (c *clusterServiceClient) AddShard(ctx context.Context, in *Shard, opts ...grpc.CallOption) (*StatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatusResponse)
+	err := c.cc.Invoke(ctx, ClusterService_AddShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) RemoveStorageShard(ctx context.Context, in *RemoveShard, opts ...grpc.CallOption) (*StatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatusResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RemoveStorageShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) PutAlertRule(ctx context.Context, in *AlertRule, opts ...grpc.CallOption) (*AlertRule, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AlertRule)
+	err := c.cc.Invoke(ctx, ClusterService_PutAlertRule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) RemoveAlertRule(ctx context.Context, in *DeleteAlertRule, opts ...grpc.CallOption) (*DeleteAlertRuleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteAlertRuleResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RemoveAlertRule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) ListAlertRules(ctx context.Context, in *ListAlertRulesRequest, opts ...grpc.CallOption) (*ListAlertRulesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAlertRulesResponse)
+	err := c.cc.Invoke(ctx, ClusterService_ListAlertRules_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -122,6 +212,21 @@ type ClusterServiceServer interface {
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	// RemoveMember removes a broker from the cluster (admin).
 	RemoveBroker(context.Context, *RemoveMember) (*StatusResponse, error)
+	// Watch streams the status now and again whenever members, leader,
+	// shards, ring version or migration progress change. Open like Status:
+	// agents and the visualization server follow the broker list with it.
+	Watch(*StatusRequest, grpc.ServerStreamingServer[StatusResponse]) error
+	// AddShard puts a storage shard on the ring (admin); hosts that the new
+	// ring gives it move there live. Re-adding an existing id updates its
+	// addresses.
+	AddShard(context.Context, *Shard) (*StatusResponse, error)
+	// RemoveStorageShard drains a shard (its hosts move to the others) and then
+	// takes it off (admin).
+	RemoveStorageShard(context.Context, *RemoveShard) (*StatusResponse, error)
+	// Alert rules live in the control plane (admin writes, open reads).
+	PutAlertRule(context.Context, *AlertRule) (*AlertRule, error)
+	RemoveAlertRule(context.Context, *DeleteAlertRule) (*DeleteAlertRuleResponse, error)
+	ListAlertRules(context.Context, *ListAlertRulesRequest) (*ListAlertRulesResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -143,6 +248,24 @@ func (UnimplementedClusterServiceServer) Status(context.Context, *StatusRequest)
 }
 func (UnimplementedClusterServiceServer) RemoveBroker(context.Context, *RemoveMember) (*StatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RemoveBroker not implemented")
+}
+func (UnimplementedClusterServiceServer) Watch(*StatusRequest, grpc.ServerStreamingServer[StatusResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedClusterServiceServer) AddShard(context.Context, *Shard) (*StatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AddShard not implemented")
+}
+func (UnimplementedClusterServiceServer) RemoveStorageShard(context.Context, *RemoveShard) (*StatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveStorageShard not implemented")
+}
+func (UnimplementedClusterServiceServer) PutAlertRule(context.Context, *AlertRule) (*AlertRule, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PutAlertRule not implemented")
+}
+func (UnimplementedClusterServiceServer) RemoveAlertRule(context.Context, *DeleteAlertRule) (*DeleteAlertRuleResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveAlertRule not implemented")
+}
+func (UnimplementedClusterServiceServer) ListAlertRules(context.Context, *ListAlertRulesRequest) (*ListAlertRulesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListAlertRules not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -237,6 +360,107 @@ func _ClusterService_RemoveBroker_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StatusRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServiceServer).Watch(m, &grpc.GenericServerStream[StatusRequest, StatusResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_WatchServer = grpc.ServerStreamingServer[StatusResponse]
+
+func _ClusterService_AddShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Shard)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).AddShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_AddShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).AddShard(ctx, req.(*Shard))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_RemoveStorageShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveShard)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RemoveStorageShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RemoveStorageShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RemoveStorageShard(ctx, req.(*RemoveShard))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_PutAlertRule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AlertRule)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).PutAlertRule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_PutAlertRule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).PutAlertRule(ctx, req.(*AlertRule))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_RemoveAlertRule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteAlertRule)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RemoveAlertRule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RemoveAlertRule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RemoveAlertRule(ctx, req.(*DeleteAlertRule))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_ListAlertRules_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAlertRulesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ListAlertRules(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ListAlertRules_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ListAlertRules(ctx, req.(*ListAlertRulesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -260,7 +484,33 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RemoveBroker",
 			Handler:    _ClusterService_RemoveBroker_Handler,
 		},
+		{
+			MethodName: "AddShard",
+			Handler:    _ClusterService_AddShard_Handler,
+		},
+		{
+			MethodName: "RemoveStorageShard",
+			Handler:    _ClusterService_RemoveStorageShard_Handler,
+		},
+		{
+			MethodName: "PutAlertRule",
+			Handler:    _ClusterService_PutAlertRule_Handler,
+		},
+		{
+			MethodName: "RemoveAlertRule",
+			Handler:    _ClusterService_RemoveAlertRule_Handler,
+		},
+		{
+			MethodName: "ListAlertRules",
+			Handler:    _ClusterService_ListAlertRules_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _ClusterService_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "proto/control.proto",
 }
