@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +49,9 @@ func TestFSMCommandsSnapshotRestore(t *testing.T) {
 		{monitorpb.CommandType_COMMAND_TYPE_PUT_MEMBER, &monitorpb.Member{Id: "b1", GrpcAddr: "10.0.0.1:9093", RaftAddr: "10.0.0.1:9094"}},
 		{monitorpb.CommandType_COMMAND_TYPE_PUT_SHARD, &monitorpb.Shard{Id: "s1", Addrs: []string{"r1:6379"}}},
 		{monitorpb.CommandType_COMMAND_TYPE_PUT_SHARD, &monitorpb.Shard{Id: "s2", Addrs: []string{"r2:6379"}}},
+		{monitorpb.CommandType_COMMAND_TYPE_PUT_MIGRATION, &monitorpb.Migration{RingVersion: 2, Done: true}},
+		{monitorpb.CommandType_COMMAND_TYPE_PUT_SHARD, &monitorpb.Shard{Id: "s1", Addrs: []string{"r1:6379"}, Draining: true}},
+		{monitorpb.CommandType_COMMAND_TYPE_PUT_MIGRATION, &monitorpb.Migration{RingVersion: 3, HostsMoved: 7, Done: true}},
 		{monitorpb.CommandType_COMMAND_TYPE_REMOVE_SHARD, &monitorpb.RemoveShard{Id: "s1"}},
 		{monitorpb.CommandType_COMMAND_TYPE_REMOVE_SHARD, &monitorpb.RemoveShard{Id: "absent"}}, // no ring change
 		{monitorpb.CommandType_COMMAND_TYPE_REGISTER_HOST, &monitorpb.RegisteredHost{HostId: "web-1", LastRegistered: 100}},
@@ -67,6 +72,7 @@ func TestFSMCommandsSnapshotRestore(t *testing.T) {
 		Members:     []*monitorpb.Member{{Id: "b1", GrpcAddr: "10.0.0.1:9093", RaftAddr: "10.0.0.1:9094"}},
 		Shards:      []*monitorpb.Shard{{Id: "s2", Addrs: []string{"r2:6379"}}},
 		RingVersion: 3,
+		Migration:   &monitorpb.Migration{RingVersion: 3, HostsMoved: 7, Done: true},
 		Hosts:       []*monitorpb.RegisteredHost{{HostId: "web-1", Hostname: "w", FirstRegistered: 100, LastRegistered: 200}},
 		Settings:    []*monitorpb.Setting{{Key: "k", Value: "v2"}},
 		AlertRules:  []*monitorpb.AlertRule{{Id: "r2", Metric: "mem.used_percent", Op: ">", Threshold: 95}},
@@ -103,6 +109,67 @@ func TestFSMCommandsSnapshotRestore(t *testing.T) {
 	}
 	if err := g.Restore(io.NopCloser(bytes.NewReader([]byte{0xff, 0xff}))); err == nil {
 		t.Fatal("corrupt snapshot restored")
+	}
+}
+
+// TestFSMRingChanges checks the shard rules: a ring change starts a
+// migration, one at a time; a shard leaves the ring by draining and leaves
+// the cluster only when drained; progress of an old ring change is refused.
+func TestFSMRingChanges(t *testing.T) {
+	shard := func(id string, draining bool) *monitorpb.Shard {
+		return &monitorpb.Shard{Id: id, Addrs: []string{id + ":6379"}, Draining: draining}
+	}
+	const (
+		put     = monitorpb.CommandType_COMMAND_TYPE_PUT_SHARD
+		remove  = monitorpb.CommandType_COMMAND_TYPE_REMOVE_SHARD
+		migrate = monitorpb.CommandType_COMMAND_TYPE_PUT_MIGRATION
+	)
+	f := NewFSM()
+	idx := uint64(0)
+	ok := func(typ monitorpb.CommandType, m proto.Message) {
+		t.Helper()
+		idx++
+		if r := apply(t, f, idx, typ, m); r != nil {
+			t.Fatalf("%s %v: %v", typ, m, r)
+		}
+	}
+	refused := func(typ monitorpb.CommandType, m proto.Message, want string) {
+		t.Helper()
+		before := f.State()
+		idx++
+		r := apply(t, f, idx, typ, m)
+		err, _ := r.(error)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s %v = %v, want an error containing %q", typ, m, r, want)
+		}
+		if !proto.Equal(f.State(), before) {
+			t.Fatalf("refused %s changed the state", typ)
+		}
+	}
+	ok(put, shard("a", false))
+	if m := f.State().GetMigration(); !m.GetDone() || f.State().GetRingVersion() != 1 {
+		t.Fatalf("first shard: migration %v, ring %d; want nothing to move at ring 1", m, f.State().GetRingVersion())
+	}
+	ok(put, shard("b", false))
+	m := f.State().GetMigration()
+	if m.GetDone() || m.GetRingVersion() != 2 || !slices.Equal(m.GetFromShards(), []string{"a"}) || !slices.Equal(m.GetToShards(), []string{"a", "b"}) {
+		t.Fatalf("adding b: migration %v", m)
+	}
+	ok(put, &monitorpb.Shard{Id: "b", Addrs: []string{"b2:6379"}}) // a new address is not a ring change
+	refused(put, shard("c", false), "still moving hosts")
+	refused(remove, &monitorpb.RemoveShard{Id: "a"}, "drain it first")
+	refused(migrate, &monitorpb.Migration{RingVersion: 1, Done: true}, "stale")
+	ok(migrate, &monitorpb.Migration{RingVersion: 2, Done: true})
+	ok(put, shard("a", true))
+	if st := f.State(); st.GetRingVersion() != 3 || !slices.Equal(RingOf(st.GetShards()), []string{"b"}) {
+		t.Fatalf("draining a: ring %d %v", st.GetRingVersion(), RingOf(st.GetShards()))
+	}
+	refused(remove, &monitorpb.RemoveShard{Id: "a"}, "still draining")
+	refused(put, shard("b", true), "last shard")
+	ok(migrate, &monitorpb.Migration{RingVersion: 3, Done: true})
+	ok(remove, &monitorpb.RemoveShard{Id: "a"})
+	if st := f.State(); len(st.GetShards()) != 1 || st.GetRingVersion() != 3 {
+		t.Fatalf("after removing a: %v", st)
 	}
 }
 

@@ -28,13 +28,30 @@ import (
 
 // FSM is the replicated state.
 type FSM struct {
-	mu    sync.RWMutex
-	state *monitorpb.ControlState
-	index uint64 // last applied log index
+	mu      sync.RWMutex
+	state   *monitorpb.ControlState
+	index   uint64        // last applied log index
+	changed chan struct{} // closed and replaced by every change
 }
 
 // NewFSM returns an empty state machine.
-func NewFSM() *FSM { return &FSM{state: &monitorpb.ControlState{}} }
+func NewFSM() *FSM {
+	return &FSM{state: &monitorpb.ControlState{}, changed: make(chan struct{})}
+}
+
+// Changed returns a channel that is closed at the next change of the
+// state. Take a new one after each close (the etcd watch idiom without
+// per-watcher bookkeeping).
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
+
+func (f *FSM) notifyLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
 
 // Encode builds a log entry: the type byte, then the payload.
 func Encode(typ monitorpb.CommandType, msg proto.Message) ([]byte, error) {
@@ -78,18 +95,27 @@ func (f *FSM) Apply(l *raft.Log) any {
 		if err := unmarshal(typ, payload, &s); err != nil {
 			return err
 		}
-		st.Shards = putBy(st.Shards, &s, func(x *monitorpb.Shard) string { return x.GetId() })
-		st.RingVersion++
+		if err := putShard(st, &s, l.AppendedAt.UnixMilli()); err != nil {
+			return err
+		}
 	case monitorpb.CommandType_COMMAND_TYPE_REMOVE_SHARD:
 		var s monitorpb.RemoveShard
 		if err := unmarshal(typ, payload, &s); err != nil {
 			return err
 		}
-		n := len(st.Shards)
-		st.Shards = slices.DeleteFunc(st.Shards, func(x *monitorpb.Shard) bool { return x.GetId() == s.GetId() })
-		if len(st.Shards) != n {
-			st.RingVersion++
+		if err := removeShard(st, s.GetId()); err != nil {
+			return err
 		}
+	case monitorpb.CommandType_COMMAND_TYPE_PUT_MIGRATION:
+		var m monitorpb.Migration
+		if err := unmarshal(typ, payload, &m); err != nil {
+			return err
+		}
+		if cur := st.GetMigration(); cur == nil || cur.GetRingVersion() != m.GetRingVersion() {
+			return rejectf("migration progress for ring version %d is stale (the current ring change is to version %d)",
+				m.GetRingVersion(), cur.GetRingVersion())
+		}
+		st.Migration = &m
 	case monitorpb.CommandType_COMMAND_TYPE_REGISTER_HOST:
 		var h monitorpb.RegisteredHost
 		if err := unmarshal(typ, payload, &h); err != nil {
@@ -124,6 +150,86 @@ func (f *FSM) Apply(l *raft.Log) any {
 	default:
 		return fmt.Errorf("control: unknown command type %d at index %d", typ, l.Index)
 	}
+	f.notifyLocked()
+	return nil
+}
+
+// RejectedError is a command the state refuses (a rule of the control
+// plane, not a malformed entry); callers get FailedPrecondition.
+type RejectedError struct{ msg string }
+
+func (e *RejectedError) Error() string { return e.msg }
+
+func rejectf(format string, args ...any) error {
+	return &RejectedError{msg: fmt.Sprintf(format, args...)}
+}
+
+// RingOf lists the ids of the shards on the ring: every shard that is not
+// draining, in id order.
+func RingOf(shards []*monitorpb.Shard) []string {
+	var ids []string
+	for _, s := range shards {
+		if !s.GetDraining() {
+			ids = append(ids, s.GetId())
+		}
+	}
+	return ids
+}
+
+// Migrating reports whether a ring change is still moving hosts.
+func Migrating(st *monitorpb.ControlState) bool {
+	m := st.GetMigration()
+	return m != nil && !m.GetDone()
+}
+
+// putShard adds or updates a shard. A change of the ring (a new shard, or
+// one starting or stopping to drain) bumps the ring version and starts a
+// migration from the old ring to the new one; only one runs at a time.
+func putShard(st *monitorpb.ControlState, s *monitorpb.Shard, nowMs int64) error {
+	if s.GetId() == "" {
+		return rejectf("shard id is empty")
+	}
+	before := RingOf(st.Shards)
+	next := putBy(slices.Clone(st.Shards), s, func(x *monitorpb.Shard) string { return x.GetId() })
+	after := RingOf(next)
+	if slices.Equal(before, after) {
+		st.Shards = next
+		return nil
+	}
+	if len(after) == 0 {
+		return rejectf("cannot drain shard %s: it is the last shard on the ring", s.GetId())
+	}
+	if Migrating(st) {
+		m := st.GetMigration()
+		return rejectf("a ring change to version %d is still moving hosts (%d of %d moved); change the ring again when it is done",
+			m.GetRingVersion(), m.GetHostsMoved(), m.GetHostsTotal())
+	}
+	st.Shards = next
+	st.RingVersion++
+	m := &monitorpb.Migration{RingVersion: st.RingVersion, FromVersion: st.RingVersion - 1,
+		FromShards: before, ToShards: after, StartedUnixMs: nowMs}
+	if len(before) == 0 {
+		// The first shards of a new cluster: nothing to move.
+		m.Done, m.FinishedUnixMs = true, nowMs
+	}
+	st.Migration = m
+	return nil
+}
+
+// removeShard takes a drained shard off the cluster. A shard on the ring
+// must drain first, and a draining shard until its hosts have moved.
+func removeShard(st *monitorpb.ControlState, id string) error {
+	i := slices.IndexFunc(st.Shards, func(x *monitorpb.Shard) bool { return x.GetId() == id })
+	if i < 0 {
+		return nil
+	}
+	if !st.Shards[i].GetDraining() {
+		return rejectf("shard %s is on the ring; drain it first (monitorctl shard remove drains it, then removes it)", id)
+	}
+	if Migrating(st) && slices.Contains(st.GetMigration().GetFromShards(), id) {
+		return rejectf("shard %s is still draining", id)
+	}
+	st.Shards = slices.Delete(st.Shards, i, i+1)
 	return nil
 }
 
@@ -199,6 +305,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.state = st
+	f.notifyLocked()
 	f.mu.Unlock()
 	return nil
 }

@@ -62,6 +62,11 @@ type Node struct {
 	watchers []chan bool
 	done     chan struct{}
 	stopped  sync.WaitGroup
+
+	// Leader observations (who leads, as any member sees it) for Watch.
+	observations chan raft.Observation
+	observer     *raft.Observer
+	leaderSeen   chan struct{} // closed and replaced at every leader change
 }
 
 // ErrNotLeader is returned by writes on a follower; NotLeaderError says
@@ -178,9 +183,41 @@ func Start(cfg NodeConfig, logger *slog.Logger) (*Node, error) {
 		}
 		logger.Info("raft cluster bootstrapped", "id", cfg.ID, "addr", n.trans.LocalAddr())
 	}
-	n.stopped.Add(1)
+	n.leaderSeen = make(chan struct{})
+	n.observations = make(chan raft.Observation, 16)
+	n.observer = raft.NewObserver(n.observations, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(n.observer)
+	n.stopped.Add(2)
 	go n.watchLeadership()
+	go n.watchLeader()
 	return n, nil
+}
+
+// watchLeader turns raft's leader observations into LeaderChanged closes.
+func (n *Node) watchLeader() {
+	defer n.stopped.Done()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-n.observations:
+			n.leaderMu.Lock()
+			close(n.leaderSeen)
+			n.leaderSeen = make(chan struct{})
+			n.leaderMu.Unlock()
+		}
+	}
+}
+
+// LeaderChanged returns a channel closed at the next change of leader as
+// this member sees it (an election, or learning of one).
+func (n *Node) LeaderChanged() <-chan struct{} {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	return n.leaderSeen
 }
 
 // watchLeadership fans raft's NotifyCh out to LeadershipChanges watchers;
@@ -345,6 +382,7 @@ func (n *Node) Shutdown() error {
 	default:
 	}
 	close(n.done)
+	n.raft.DeregisterObserver(n.observer)
 	err := n.raft.Shutdown().Error()
 	n.stopped.Wait()
 	n.close()

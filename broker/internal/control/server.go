@@ -2,14 +2,20 @@ package control
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/monitorhq/monitor/pkg/hash"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -29,6 +35,19 @@ type Credentials struct {
 	AdminPassword string
 }
 
+// ServerOptions are the parts of the broker the cluster API needs.
+type ServerOptions struct {
+	// VirtualNodes of the storage ring (for shard host counts).
+	VirtualNodes int
+	// CheckShard connects to a shard about to join the ring (with this
+	// broker's credentials for it) and reports why it cannot be used; nil
+	// skips the check.
+	CheckShard func(ctx context.Context, s *monitorpb.Shard) error
+	// WatchInterval is the least time between two statuses of a Watch
+	// stream (changes in between are coalesced); default 100 ms.
+	WatchInterval time.Duration
+}
+
 // Server is the ClusterService of one broker, over its Raft node.
 type Server struct {
 	monitorpb.UnimplementedClusterServiceServer
@@ -36,6 +55,7 @@ type Server struct {
 	node  *Node
 	self  *monitorpb.Member
 	creds Credentials
+	opts  ServerOptions
 	log   *slog.Logger
 
 	mu    sync.Mutex
@@ -43,8 +63,14 @@ type Server struct {
 }
 
 // NewServer serves the cluster API for node; self is this broker's record.
-func NewServer(node *Node, self *monitorpb.Member, creds Credentials, logger *slog.Logger) *Server {
-	return &Server{node: node, self: self, creds: creds, log: logger, conns: map[string]*grpc.ClientConn{}}
+func NewServer(node *Node, self *monitorpb.Member, creds Credentials, opts ServerOptions, logger *slog.Logger) *Server {
+	if opts.VirtualNodes <= 0 {
+		opts.VirtualNodes = hash.DefaultVirtualNodes
+	}
+	if opts.WatchInterval <= 0 {
+		opts.WatchInterval = 100 * time.Millisecond
+	}
+	return &Server{node: node, self: self, creds: creds, opts: opts, log: logger, conns: map[string]*grpc.ClientConn{}}
 }
 
 // Close closes connections to other members.
@@ -99,17 +125,25 @@ func AdminAuth(ctx context.Context, user, password string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(user+":"+password)))
 }
 
-// leaderClient returns a client of the current leader's ClusterService.
-func (s *Server) leaderClient() (monitorpb.ClusterServiceClient, error) {
-	id, _ := s.node.Leader()
+// leaderGRPC is the current leader's id and gRPC address ("" when unknown).
+func (s *Server) leaderGRPC() (id, addr string) {
+	id, _ = s.node.Leader()
 	if id == "" {
-		return nil, status.Error(codes.Unavailable, "no raft leader elected yet; retry")
+		return "", ""
 	}
-	var addr string
 	for _, m := range s.node.FSM().State().GetMembers() {
 		if m.GetId() == id {
-			addr = m.GetGrpcAddr()
+			return id, m.GetGrpcAddr()
 		}
+	}
+	return id, ""
+}
+
+// leaderClient returns a client of the current leader's ClusterService.
+func (s *Server) leaderClient() (monitorpb.ClusterServiceClient, error) {
+	id, addr := s.leaderGRPC()
+	if id == "" {
+		return nil, status.Error(codes.Unavailable, "no raft leader elected yet; retry")
 	}
 	if addr == "" {
 		return nil, status.Errorf(codes.Unavailable, "leader %s has no registered gRPC address yet; retry", id)
@@ -234,7 +268,9 @@ func (s *Server) status() (*monitorpb.StatusResponse, error) {
 	out := &monitorpb.StatusResponse{
 		NodeId: rs.ID, LeaderId: rs.LeaderID, Term: rs.Term, CommitIndex: rs.CommitIndex,
 		AppliedIndex: rs.AppliedIndex, RingVersion: st.GetRingVersion(), Shards: st.GetShards(), State: rs.State,
+		Migration: st.GetMigration(), ShardHosts: ShardHosts(st, s.opts.VirtualNodes),
 	}
+	_, out.LeaderGrpcAddr = s.leaderGRPC()
 	members := map[string]*monitorpb.Member{}
 	for _, m := range st.GetMembers() {
 		members[m.GetId()] = m
@@ -280,11 +316,14 @@ func JoinCluster(ctx context.Context, addr string, self *monitorpb.Member, secre
 
 func toStatus(err error) error {
 	var nl *NotLeaderError
+	var rej *RejectedError
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &nl):
 		return status.Error(codes.Unavailable, err.Error())
+	case errors.As(err, &rej):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	}
@@ -292,4 +331,196 @@ func toStatus(err error) error {
 		return err
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+// ShardHosts counts the registered hosts each shard of the current ring
+// owns (the ring's choice for the host id, as the storage computes it).
+func ShardHosts(st *monitorpb.ControlState, vnodes int) map[string]uint64 {
+	ids := RingOf(st.GetShards())
+	if len(ids) == 0 {
+		return nil
+	}
+	ring, err := hash.New(ids, vnodes)
+	if err != nil {
+		return nil
+	}
+	out := make(map[string]uint64, len(ids))
+	for _, id := range ids {
+		out[id] = 0
+	}
+	for _, h := range st.GetHosts() {
+		out[ring.Lookup(h.GetHostId())]++
+	}
+	return out
+}
+
+// Watch streams the status now and after every change of the replicated
+// state or of the leader, at most one per WatchInterval.
+func (s *Server) Watch(_ *monitorpb.StatusRequest, stream monitorpb.ClusterService_WatchServer) error {
+	ctx := stream.Context()
+	for {
+		fsmCh, leaderCh := s.node.FSM().Changed(), s.node.LeaderChanged()
+		st, err := s.status()
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(st); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.node.done:
+			return status.Error(codes.Unavailable, "broker shutting down")
+		case <-fsmCh:
+		case <-leaderCh:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(s.opts.WatchInterval):
+		}
+	}
+}
+
+// forwardAdmin runs an admin RPC on the leader when this node is not it,
+// passing the caller's credentials along.
+func forwardAdmin[Req, Resp any](ctx context.Context, s *Server, req Req, rpc func(monitorpb.ClusterServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error)) (Resp, bool, error) {
+	var zero Resp
+	if s.node.IsLeader() {
+		return zero, false, nil
+	}
+	c, err := s.leaderClient()
+	if err != nil {
+		return zero, true, err
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	resp, err := rpc(c, metadata.NewOutgoingContext(ctx, md), req)
+	return resp, true, err
+}
+
+// AddShard puts a shard on the ring (or updates its addresses) after
+// checking that the leader can reach it.
+func (s *Server) AddShard(ctx context.Context, req *monitorpb.Shard) (*monitorpb.StatusResponse, error) {
+	if err := s.authorize(ctx, authAdmin); err != nil {
+		return nil, err
+	}
+	if resp, forwarded, err := forwardAdmin(ctx, s, req, monitorpb.ClusterServiceClient.AddShard); forwarded {
+		return resp, err
+	}
+	if err := validateShard(req); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	req.Draining = false
+	if s.opts.CheckShard != nil {
+		if err := s.opts.CheckShard(ctx, req); err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "shard %s: %v", req.GetId(), err)
+		}
+	}
+	if err := s.node.Apply(ctx, monitorpb.CommandType_COMMAND_TYPE_PUT_SHARD, req); err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("storage shard added", "shard", req.GetId(), "addrs", req.GetAddrs(), "ring_version", s.node.FSM().State().GetRingVersion())
+	return s.status()
+}
+
+func validateShard(sh *monitorpb.Shard) error {
+	switch {
+	case sh.GetId() == "":
+		return errors.New("shard id is empty")
+	case strings.ContainsAny(sh.GetId(), " \t\n"):
+		return fmt.Errorf("shard id %q contains white space", sh.GetId())
+	case len(sh.GetAddrs()) == 0:
+		return fmt.Errorf("shard %s has no address", sh.GetId())
+	case sh.GetDb() < 0 || sh.GetDb() > 15:
+		return fmt.Errorf("shard %s: db %d is not in 0..15", sh.GetId(), sh.GetDb())
+	case sh.GetCluster() && sh.GetDb() != 0:
+		return fmt.Errorf("shard %s is a Redis Cluster, which has only db 0", sh.GetId())
+	}
+	return nil
+}
+
+// RemoveStorageShard starts draining a shard: it leaves the ring at once
+// (its hosts move to the others) and the cluster when the move is done.
+func (s *Server) RemoveStorageShard(ctx context.Context, req *monitorpb.RemoveShard) (*monitorpb.StatusResponse, error) {
+	if err := s.authorize(ctx, authAdmin); err != nil {
+		return nil, err
+	}
+	if resp, forwarded, err := forwardAdmin(ctx, s, req, monitorpb.ClusterServiceClient.RemoveStorageShard); forwarded {
+		return resp, err
+	}
+	var cur *monitorpb.Shard
+	for _, sh := range s.node.FSM().State().GetShards() {
+		if sh.GetId() == req.GetId() {
+			cur = proto.Clone(sh).(*monitorpb.Shard)
+		}
+	}
+	if cur == nil {
+		return nil, status.Errorf(codes.NotFound, "no storage shard %q", req.GetId())
+	}
+	if !cur.GetDraining() {
+		cur.Draining = true
+		if err := s.node.Apply(ctx, monitorpb.CommandType_COMMAND_TYPE_PUT_SHARD, cur); err != nil {
+			return nil, toStatus(err)
+		}
+		s.log.Info("storage shard draining", "shard", cur.GetId(), "ring_version", s.node.FSM().State().GetRingVersion())
+	}
+	return s.status()
+}
+
+// PutAlertRule stores a rule (the visualization server with the cluster
+// secret, or an admin). An empty id gets a new one.
+func (s *Server) PutAlertRule(ctx context.Context, r *monitorpb.AlertRule) (*monitorpb.AlertRule, error) {
+	if err := s.authorize(ctx, authBroker); err != nil {
+		return nil, err
+	}
+	if err := ValidateAlertRule(r); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if r.GetId() == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		r.Id = "rule-" + hex.EncodeToString(b[:])
+	}
+	if err := s.Apply(ctx, monitorpb.CommandType_COMMAND_TYPE_PUT_ALERT_RULE, r); err != nil {
+		return nil, toStatus(err)
+	}
+	return r, nil
+}
+
+// ValidateAlertRule checks a rule before it enters the log.
+func ValidateAlertRule(r *monitorpb.AlertRule) error {
+	switch {
+	case r.GetMetric() == "":
+		return errors.New("alert rule: metric is empty")
+	case !slices.Contains([]string{">", ">=", "<", "<="}, r.GetOp()):
+		return fmt.Errorf("alert rule: op %q is not one of > >= < <=", r.GetOp())
+	case math.IsNaN(r.GetThreshold()) || math.IsInf(r.GetThreshold(), 0):
+		return fmt.Errorf("alert rule: threshold %v is not a finite number", r.GetThreshold())
+	case r.GetForSeconds() < 0:
+		return fmt.Errorf("alert rule: for_seconds %d is negative", r.GetForSeconds())
+	case r.GetWebhook() != "" && !strings.HasPrefix(r.GetWebhook(), "http://") && !strings.HasPrefix(r.GetWebhook(), "https://"):
+		return errors.New("alert rule: webhook is not an http(s) URL")
+	}
+	return nil
+}
+
+// RemoveAlertRule deletes a rule.
+func (s *Server) RemoveAlertRule(ctx context.Context, r *monitorpb.DeleteAlertRule) (*monitorpb.DeleteAlertRuleResponse, error) {
+	if err := s.authorize(ctx, authBroker); err != nil {
+		return nil, err
+	}
+	existed := slices.ContainsFunc(s.node.FSM().State().GetAlertRules(), func(x *monitorpb.AlertRule) bool { return x.GetId() == r.GetId() })
+	if err := s.Apply(ctx, monitorpb.CommandType_COMMAND_TYPE_DELETE_ALERT_RULE, r); err != nil {
+		return nil, toStatus(err)
+	}
+	return &monitorpb.DeleteAlertRuleResponse{Existed: existed}, nil
+}
+
+// ListAlertRules lists the rules this member has applied.
+func (s *Server) ListAlertRules(ctx context.Context, _ *monitorpb.ListAlertRulesRequest) (*monitorpb.ListAlertRulesResponse, error) {
+	if err := s.authorize(ctx, authBroker); err != nil {
+		return nil, err
+	}
+	return &monitorpb.ListAlertRulesResponse{Rules: s.node.FSM().State().GetAlertRules()}, nil
 }

@@ -34,7 +34,7 @@ func startBroker(t *testing.T, id string, bootstrap bool) *broker {
 		t.Fatal(err)
 	}
 	b := &broker{node: node, member: &monitorpb.Member{Id: id, GrpcAddr: lis.Addr().String(), RaftAddr: node.Addr()}}
-	b.srv = NewServer(node, b.member, testCreds, quiet)
+	b.srv = NewServer(node, b.member, testCreds, ServerOptions{}, quiet)
 	b.grpc = grpc.NewServer()
 	monitorpb.RegisterClusterServiceServer(b.grpc, b.srv)
 	go func() { _ = b.grpc.Serve(lis) }()
