@@ -25,6 +25,7 @@ build:
 	$(GO) build -o $(BIN)/visualization ./visualization/cmd
 	$(GO) build -o $(BIN)/monitor ./cmd/monitor
 	$(GO) build -o $(BIN)/loadgen ./cmd/loadgen
+	$(GO) build -o $(BIN)/monitorctl ./cmd/monitorctl
 
 # deps installs the system packages the tests need when they are missing
 # (Debian/Ubuntu; needs root or sudo).

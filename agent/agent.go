@@ -9,9 +9,11 @@
 //
 // Startup: New validates the configuration, opens the spool (indexing what
 // a previous run left unacknowledged, which is sent first), builds the
-// collectors, the ring and the uplink, and binds the optional HTTP listener
-// (/metrics, /healthz). Run starts the HTTP server, the uplink (register,
-// heartbeats, ingest stream) and the pump, takes one priming reading (so the
+// collectors, the ring, the uplink and (follow_membership) the membership
+// watcher, and binds the optional HTTP listener (/metrics, /healthz). Run
+// starts the HTTP server, the uplink (register, heartbeats, ingest stream),
+// the membership watcher (which feeds the cluster's broker list to the
+// uplink) and the pump, takes one priming reading (so the
 // first snapshot already has rates), then runs the collection loop, whose
 // ticks are aligned to the interval (a 5 s interval collects at :00, :05,
 // …); a snapshot's timestamp is the Unix second of its tick.
@@ -25,6 +27,7 @@
 //  3. flush: the uplink keeps sending what the spool holds, reconnecting if
 //     need be, and waits for the acks, up to shutdown_timeout in all, then
 //     closes the stream (CloseSend, then waits for the broker to end it);
+//     the membership watcher runs until the uplink is done, then stops;
 //  4. stop the HTTP server;
 //  5. close the spool: what is still unacknowledged stays on disk for the
 //     next start (with data_dir empty it is lost and counted as dropped
@@ -53,6 +56,7 @@ import (
 	"github.com/monitorhq/monitor/agent/internal/queue"
 	"github.com/monitorhq/monitor/agent/internal/spool"
 	"github.com/monitorhq/monitor/agent/internal/uplink"
+	"github.com/monitorhq/monitor/pkg/membership"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
@@ -93,6 +97,9 @@ type Agent struct {
 	spool  *spool.Spool
 	runner *collector.Runner
 	up     *uplink.Uplink
+	// members follows the cluster's broker list (nil: follow_membership
+	// off); Run feeds its updates to up.
+	members *membership.Watcher
 
 	reg         *prometheus.Registry
 	collectTime *prometheus.HistogramVec
@@ -134,6 +141,12 @@ func New(cfg Config, logger *slog.Logger) (_ *Agent, err error) {
 	a.runner = collector.NewRunner(collectors(cfg), cfg.CollectorTimeout.D(), logger, a.observeCollect)
 	if a.up, err = uplink.New(a.uplinkConfig(), a.spool, a.hostInfo, logger); err != nil {
 		return nil, err
+	}
+	if cfg.FollowMembership {
+		opts := membership.Options{Retry: cfg.ReconnectMinBackoff.D(), Logger: logger}
+		if a.members, err = membership.New(cfg.Brokers, opts); err != nil {
+			return nil, fmt.Errorf("follow broker membership: %w", err)
+		}
 	}
 	if cfg.HTTPListen != "" {
 		if a.httpLis, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
@@ -231,7 +244,7 @@ func (a *Agent) Gatherer() prometheus.Gatherer { return a.reg }
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.close()
 	head, tail := a.spool.Bounds()
-	a.log.Info("agent starting", "host_id", a.cfg.HostID, "brokers", a.up.Order(), "interval", a.cfg.Interval,
+	a.log.Info("agent starting", "host_id", a.cfg.HostID, "brokers", a.up.Order(), "follow_membership", a.members != nil, "interval", a.cfg.Interval,
 		"ring", c.Implementation, "ring_size", a.cfg.RingSize, "data_dir", a.cfg.DataDir, "spooled", tail-head,
 		"http", a.HTTPAddr(), "version", Version)
 
@@ -253,6 +266,26 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopUplink()
 	upDone := make(chan int, 1)
 	go func() { upDone <- a.up.Run(upCtx) }()
+
+	// The membership watcher outlives ctx until the uplink is done: a
+	// drain may still need to move to another broker.
+	memCtx, stopMembers := context.WithCancel(context.WithoutCancel(ctx))
+	var memWG sync.WaitGroup
+	defer func() {
+		stopMembers()
+		memWG.Wait()
+	}()
+	if a.members != nil {
+		memWG.Add(2)
+		go func() {
+			defer memWG.Done()
+			_ = a.members.Run(memCtx) // returns when memCtx ends
+		}()
+		go func() {
+			defer memWG.Done()
+			a.followMembers(memCtx)
+		}()
+	}
 
 	pumpStop := make(chan struct{})
 	pumpDone := make(chan struct{})
@@ -279,6 +312,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("flushing spooled snapshots", "spooled", a.spool.Len(), "timeout", a.cfg.ShutdownTimeout)
 	stopUplink()
 	left := <-upDone
+	stopMembers()
+	memWG.Wait()
 
 	// 4. HTTP.
 	var err error
@@ -304,6 +339,25 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("agent stopped with snapshots unacknowledged and no durable spool; they are lost", "unacknowledged", left)
 	}
 	return err
+}
+
+// followMembers gives the uplink each broker list the membership watcher
+// publishes, until ctx ends.
+func (a *Agent) followMembers(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case list := <-a.members.Updates():
+			addrs := make([]string, len(list))
+			for i, b := range list {
+				addrs[i] = b.Addr
+			}
+			if err := a.up.SetBrokers(addrs); err != nil {
+				a.log.Warn("cannot use the cluster's broker list", "brokers", addrs, "err", err)
+			}
+		}
+	}
 }
 
 // pump moves snapshots from the ring to the spool until stop is closed,
@@ -410,6 +464,7 @@ type Stats struct {
 	Collectors     map[string]CollectorStats
 	FlowControls   uint64 // FlowControl messages from brokers
 	Reconnects     uint64 // broker connections lost or refused
+	Moves          uint64 // streams handed over to another broker after a membership change
 	BatchesSent    uint64
 	Buffered       int   // snapshots held now, unacknowledged: ring + spool
 	RingDepth      int   // snapshots in the ring
@@ -461,6 +516,7 @@ func (a *Agent) Stats() Stats {
 		Collectors:     map[string]CollectorStats{},
 		FlowControls:   up.FlowControls,
 		Reconnects:     up.Reconnects,
+		Moves:          up.Moves,
 		BatchesSent:    up.BatchesSent,
 		RingDepth:      a.queue.Len(),
 		RingBytes:      a.queue.Bytes(),

@@ -51,14 +51,24 @@ type fakeBroker struct {
 	agentClosed int    // streams the agent half-closed (Recv saw io.EOF)
 	flowAt      uint64 // answer FlowControl the first time this seq arrives
 	flowSent    bool
-	rejectName  string // reject every metric with this name
-	silent      bool   // store batches but never ack them
+	rejectName  string        // reject every metric with this name
+	silent      bool          // store batches but never ack them
+	holdAcks    chan struct{} // when set, each ack waits until it is closed
+
+	cluster *fakeCluster // when set, also serves ClusterService.Watch from it
 }
 
 // startBroker serves a fakeBroker on addr ("127.0.0.1:0" for any port).
 func startBroker(t testing.TB, addr string) *fakeBroker {
 	t.Helper()
-	f := &fakeBroker{t: t, addr: addr}
+	return startClusterBroker(t, addr, nil)
+}
+
+// startClusterBroker is startBroker for a broker that also serves the
+// membership of cluster (nil: no ClusterService, as an older broker).
+func startClusterBroker(t testing.TB, addr string, cluster *fakeCluster) *fakeBroker {
+	t.Helper()
+	f := &fakeBroker{t: t, addr: addr, cluster: cluster}
 	f.start()
 	t.Cleanup(f.stop)
 	return f
@@ -80,6 +90,9 @@ func (f *fakeBroker) start() {
 	}
 	srv := grpc.NewServer()
 	monitorpb.RegisterMonitorServiceServer(srv, f)
+	if f.cluster != nil {
+		monitorpb.RegisterClusterServiceServer(srv, f.cluster)
+	}
 	f.mu.Lock()
 	f.addr = lis.Addr().String()
 	f.srv = srv
@@ -163,6 +176,15 @@ func (f *fakeBroker) Ingest(stream monitorpb.MonitorService_IngestServer) error 
 		if f.silent {
 			f.mu.Unlock()
 			continue
+		}
+		if gate := f.holdAcks; gate != nil {
+			f.mu.Unlock()
+			select {
+			case <-gate:
+			case <-stream.Context().Done():
+				return stream.Context().Err()
+			}
+			f.mu.Lock()
 		}
 		ack := &monitorpb.Ack{AckedSeq: b.GetSeq(), StoredSnapshots: uint32(len(b.GetSnapshots()))}
 		for i, s := range b.GetSnapshots() {
@@ -273,7 +295,18 @@ func start(t testing.TB, cfg Config, collectors ...collector.Collector) *harness
 // timings before Run.
 func startWith(t testing.TB, cfg Config, tune func(*uplink.Config), collectors ...collector.Collector) *harness {
 	t.Helper()
-	a, err := New(cfg, testLogger(t))
+	return startHarness(t, cfg, testLogger(t), tune, collectors...)
+}
+
+// startLogged is start with the agent's log going to logger.
+func startLogged(t testing.TB, cfg Config, logger *slog.Logger, collectors ...collector.Collector) *harness {
+	t.Helper()
+	return startHarness(t, cfg, logger, nil, collectors...)
+}
+
+func startHarness(t testing.TB, cfg Config, logger *slog.Logger, tune func(*uplink.Config), collectors ...collector.Collector) *harness {
+	t.Helper()
+	a, err := New(cfg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

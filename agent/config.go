@@ -16,6 +16,7 @@ import (
 type Config struct {
 	HostID           string            `yaml:"host_id"`
 	Brokers          []string          `yaml:"brokers"`
+	FollowMembership bool              `yaml:"follow_membership"`
 	Interval         config.Duration   `yaml:"interval"`
 	Labels           map[string]string `yaml:"labels"`
 	Collectors       CollectorsConfig  `yaml:"collectors"`
@@ -60,14 +61,15 @@ func (c CollectorsConfig) any() bool {
 }
 
 // DefaultConfig returns the defaults: the host's sanitized hostname as id,
-// one broker on localhost, the seed's 5 s interval and 1024-slot ring, every
-// collector on but tcp_states (costly, see docs/metrics.md), the spool in
-// data/agent.
+// one broker on localhost whose cluster's member list is followed, the
+// seed's 5 s interval and 1024-slot ring, every collector on but
+// tcp_states (costly, see docs/metrics.md), the spool in data/agent.
 func DefaultConfig() Config {
 	return Config{
-		HostID:   DefaultHostID(),
-		Brokers:  []string{"127.0.0.1:9093"},
-		Interval: config.Duration(5 * time.Second),
+		HostID:           DefaultHostID(),
+		Brokers:          []string{"127.0.0.1:9093"},
+		FollowMembership: true,
+		Interval:         config.Duration(5 * time.Second),
 		Collectors: CollectorsConfig{CPU: true, Memory: true, Filesystem: true, Disk: true, Network: true,
 			TCP: true, Processes: true, System: true, Sensors: true},
 		CollectorTimeout:    config.Duration(2 * time.Second),

@@ -40,7 +40,7 @@ type realBroker struct {
 func startRealBroker(t *testing.T, addr, dir string) *realBroker {
 	t.Helper()
 	cfg := broker.DefaultConfig()
-	cfg.GRPCListen, cfg.HTTPListen, cfg.DataDir = addr, "", dir
+	cfg.GRPCListen, cfg.HTTPListen, cfg.DataDir, cfg.Raft.Listen = addr, "", dir, "127.0.0.1:0"
 	cfg.ShutdownTimeout = config.Duration(5 * time.Second)
 	log := slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var b *broker.Broker

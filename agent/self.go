@@ -75,6 +75,7 @@ var (
 	descSpoolReplayed  = desc("spool_replayed_snapshots", "Unacknowledged snapshots found in the spool at start.")
 	descBatches        = desc("batches_sent_total", "Batches sent on the ingest stream, resends included.")
 	descReconnects     = desc("reconnects_total", "Broker connections lost or refused.")
+	descMoves          = desc("broker_moves_total", "Streams handed over to another broker after a change of the cluster's broker list.")
 	descFlow           = desc("flow_controls_total", "Flow-control messages from brokers.")
 	descConnected      = desc("connected", "1 while an ingest stream to a broker is up.", "broker")
 	descErrors         = desc("collector_errors_total", "Collector calls that returned an error.", "collector")
@@ -89,7 +90,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCollected, descSent, descAcked, descRejected, descDropped, descDroppedMetrics,
 		descEmpty, descRingDepth, descRingCap, descRingBytes, descSpoolRecords, descSpoolBytes, descSpoolSegments,
-		descSpoolMemory, descSpoolErrors, descSpoolReplayed, descBatches, descReconnects, descFlow, descConnected,
+		descSpoolMemory, descSpoolErrors, descSpoolReplayed, descBatches, descReconnects, descMoves, descFlow, descConnected,
 		descErrors, descTimeouts, descSkips} {
 		ch <- d
 	}
@@ -125,6 +126,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descSpoolReplayed, float64(s.Spool.Replayed))
 	counter(descBatches, s.BatchesSent)
 	counter(descReconnects, s.Reconnects)
+	counter(descMoves, s.Moves)
 	counter(descFlow, s.FlowControls)
 	connected := 0.0
 	if s.Connected {

@@ -17,7 +17,11 @@
 //   - memory: Redis bytes per stored sample (INFO used_memory delta over
 //     the samples written at a 5 s interval), rollups on and off;
 //   - queries: QueryRange p50/p99 through the broker for 1 h, 24 h and 7 d
-//     of one host at a 5 s interval, every series.
+//     of one host at a 5 s interval, every series;
+//   - cluster (cluster.go): three bin/broker in a Raft cluster — control-
+//     plane write latency at the leader and through a follower, the rate a
+//     ring change moves hosts (a second Redis shard added), and election
+//     time after kill -9 of the leader (median of several kills).
 //
 // Throughput figures are medians of several runs. It prints a table and
 // writes the JSON file. With -quick (CI, under 90 s) it runs everything
@@ -145,7 +149,10 @@ func (h *harness) run() error {
 	if err := h.memory(ctx); err != nil {
 		return err
 	}
-	return h.queries(ctx)
+	if err := h.queries(ctx); err != nil {
+		return err
+	}
+	return h.cluster(ctx)
 }
 
 // fail records a correctness failure (errors, lost samples); the run goes on.

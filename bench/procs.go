@@ -46,7 +46,7 @@ func (h *harness) startBroker(ctx context.Context, spec, yaml string) (*brokerPr
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	args := []string{"-grpc", addr, "-http", "", "-data", dir, "-node-id", "bench", "-storage", spec}
+	args := []string{"-grpc", addr, "-raft", "127.0.0.1:0", "-http", "", "-data", dir, "-node-id", "bench", "-storage", spec}
 	shown := "bin/broker -storage " + shownSpec(spec)
 	if yaml != "" {
 		path := filepath.Join(dir, "broker.yaml")
@@ -78,10 +78,20 @@ func (h *harness) startBroker(ctx context.Context, spec, yaml string) (*brokerPr
 	}
 	defer cc.Close()
 	client := monitorpb.NewMonitorServiceClient(cc)
+	cluster := monitorpb.NewClusterServiceClient(cc)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
+		// Serving, and (a cluster of one) leading with its storage ring
+		// recorded, so ingest is not held back at the start of a run.
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		_, err = client.ListHosts(cctx, &monitorpb.ListHostsRequest{})
+		if err == nil {
+			var st *monitorpb.StatusResponse
+			if st, err = cluster.Status(cctx, &monitorpb.StatusRequest{}); err == nil &&
+				(st.GetLeaderId() == "" || (strings.HasPrefix(spec, "redis://") && st.GetRingVersion() == 0)) {
+				err = errors.New("no raft leader or storage ring yet")
+			}
+		}
 		cancel()
 		if err == nil {
 			return b, nil

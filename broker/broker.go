@@ -13,8 +13,12 @@
 //     agent); Subscribe streams end;
 //  2. stop the gRPC server (graceful, bounded by shutdown_timeout);
 //  3. stop the HTTP server;
-//  4. close storage — after every write has returned, so nothing
+//  4. stop following the cluster (migrator, registry) and shut Raft down;
+//  5. close storage — after every write has returned, so nothing
 //     acknowledged is lost.
+//
+// Every broker is a member of a Raft cluster holding the control plane
+// (cluster.go): a lone broker is a cluster of one.
 package broker
 
 import (
@@ -51,6 +55,7 @@ type Broker struct {
 	grpcLis  net.Listener
 	httpSrv  *http.Server
 	httpLis  net.Listener
+	cluster  *cluster
 	shutdown time.Duration
 }
 
@@ -64,7 +69,20 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) 
 		return nil, err
 	}
 	b := &Broker{cfg: cfg, log: logger, store: store, shutdown: cfg.ShutdownTimeout.D()}
+	b.grpcLis, err = net.Listen("tcp", cfg.GRPCListen)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("listen gRPC on %s: %w", cfg.GRPCListen, err)
+	}
+	b.cluster, err = startCluster(cfg, b.grpcLis.Addr().String(), store, logger)
+	if err != nil {
+		b.grpcLis.Close()
+		store.Close()
+		return nil, fmt.Errorf("start the cluster member: %w", err)
+	}
 	b.svc = service.New(store, service.Options{
+		Ready:      b.cluster.ready,
+		OnRegister: b.cluster.onRegister,
 		Limits: ingest.Limits{
 			MaxBatchSnapshots:     cfg.Ingest.MaxBatchSnapshots,
 			MaxSamplesPerSnapshot: cfg.Ingest.MaxSamplesPerSnapshot,
@@ -88,24 +106,21 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) 
 		Query:             cfg.queryOptions(),
 	}, logger)
 
-	b.grpcLis, err = net.Listen("tcp", cfg.GRPCListen)
-	if err != nil {
-		b.svc.Drain() // stops the write queue's workers
-		store.Close()
-		return nil, fmt.Errorf("listen gRPC on %s: %w", cfg.GRPCListen, err)
-	}
 	b.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
 	monitorpb.RegisterMonitorServiceServer(b.grpc, b.svc)
+	monitorpb.RegisterClusterServiceServer(b.grpc, b.cluster.srv)
 
 	if cfg.HTTPListen != "" {
 		b.httpLis, err = net.Listen("tcp", cfg.HTTPListen)
 		if err != nil {
 			b.grpcLis.Close()
 			b.svc.Drain()
+			b.cluster.srv.Close()
+			b.cluster.node.Shutdown()
 			store.Close()
 			return nil, fmt.Errorf("listen HTTP on %s: %w", cfg.HTTPListen, err)
 		}
@@ -157,12 +172,24 @@ func (b *Broker) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	cctx, stopCluster := context.WithCancel(context.Background())
+	clusterDone := make(chan struct{})
+	go func() {
+		defer close(clusterDone)
+		b.cluster.run(cctx)
+	}()
 	g.Go(func() error {
 		<-gctx.Done()
 		b.stop()
 		return nil
 	})
 	err := g.Wait()
+	stopCluster()
+	<-clusterDone
+	b.cluster.srv.Close()
+	if rerr := b.cluster.node.Shutdown(); rerr != nil && err == nil {
+		err = fmt.Errorf("shut down raft: %w", rerr)
+	}
 	if cerr := b.store.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("close storage: %w", cerr)
 	}
@@ -176,6 +203,7 @@ func (b *Broker) Run(ctx context.Context) error {
 func (b *Broker) stop() {
 	b.log.Info("broker shutting down: draining ingest streams")
 	b.svc.Drain()
+	b.cluster.srv.Drain()
 	done := make(chan struct{})
 	go func() {
 		b.grpc.GracefulStop()

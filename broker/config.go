@@ -16,10 +16,11 @@ import (
 // Config is the broker's configuration; configs/broker.yaml documents every
 // key. DefaultConfig holds the seed's numbers.
 type Config struct {
-	NodeID     string `yaml:"node_id"`
-	GRPCListen string `yaml:"grpc_listen"`
-	HTTPListen string `yaml:"http_listen"`
-	DataDir    string `yaml:"data_dir"`
+	NodeID        string `yaml:"node_id"`
+	GRPCListen    string `yaml:"grpc_listen"`
+	GRPCAdvertise string `yaml:"grpc_advertise"`
+	HTTPListen    string `yaml:"http_listen"`
+	DataDir       string `yaml:"data_dir"`
 
 	Storage StorageConfig `yaml:"storage"`
 	Hash    HashConfig    `yaml:"hash"`
@@ -27,6 +28,7 @@ type Config struct {
 	Hosts   HostsConfig   `yaml:"hosts"`
 	Query   QueryConfig   `yaml:"query"`
 	Raft    RaftConfig    `yaml:"raft"`
+	Cluster ClusterConfig `yaml:"cluster"`
 
 	MaxRecvMsgBytes int             `yaml:"max_recv_msg_bytes"`
 	ShutdownTimeout config.Duration `yaml:"shutdown_timeout"`
@@ -128,12 +130,27 @@ type QueryConfig struct {
 	RawInterval config.Duration `yaml:"raw_interval"`
 }
 
-// RaftConfig holds the seed's Raft timings. The Raft control plane lands
-// with the cluster issue; until then these keys are validated only.
+// RaftConfig is the control plane's Raft member: transport, timings (the
+// seed's 500 ms heartbeat and 1 s election timeout), how it forms or joins
+// a cluster, and snapshots.
 type RaftConfig struct {
-	Listen           string          `yaml:"listen"`
-	HeartbeatTimeout config.Duration `yaml:"heartbeat_timeout"`
-	ElectionTimeout  config.Duration `yaml:"election_timeout"`
+	Listen            string          `yaml:"listen"`
+	Advertise         string          `yaml:"advertise"`
+	HeartbeatTimeout  config.Duration `yaml:"heartbeat_timeout"`
+	ElectionTimeout   config.Duration `yaml:"election_timeout"`
+	Join              []string        `yaml:"join"`
+	SnapshotThreshold int             `yaml:"snapshot_threshold"`
+	SnapshotInterval  config.Duration `yaml:"snapshot_interval"`
+	TrailingLogs      int             `yaml:"trailing_logs"`
+}
+
+// ClusterConfig holds the cluster API's credentials. The secret is shared
+// by the brokers (joining, forwarding writes) and the visualization server
+// (alert rules); the admin user runs monitorctl's changes.
+type ClusterConfig struct {
+	Secret        string `yaml:"secret"`
+	AdminUser     string `yaml:"admin_user"`
+	AdminPassword string `yaml:"admin_password"`
 }
 
 // DefaultConfig returns the defaults: the seed's numbers.
@@ -182,10 +199,14 @@ func DefaultConfig() Config {
 			RawInterval: config.Duration(service.DefaultRawInterval),
 		},
 		Raft: RaftConfig{
-			Listen:           ":9094",
-			HeartbeatTimeout: config.Duration(500 * time.Millisecond),
-			ElectionTimeout:  config.Duration(time.Second),
+			Listen:            ":9094",
+			HeartbeatTimeout:  config.Duration(500 * time.Millisecond),
+			ElectionTimeout:   config.Duration(time.Second),
+			SnapshotThreshold: 8192,
+			SnapshotInterval:  config.Duration(2 * time.Minute),
+			TrailingLogs:      10240,
 		},
+		Cluster:         ClusterConfig{AdminUser: "admin"},
 		MaxRecvMsgBytes: 4 << 20,
 		ShutdownTimeout: config.Duration(10 * time.Second),
 	}
@@ -199,7 +220,12 @@ func (c *Config) Validate() error {
 	checks := []error{
 		config.Addr("grpc_listen", c.GRPCListen, false),
 		config.Addr("http_listen", c.HTTPListen, true),
-		config.Addr("raft.listen", c.Raft.Listen, true),
+		config.Addr("raft.listen", c.Raft.Listen, false),
+		optAddr("grpc_advertise", c.GRPCAdvertise),
+		optAddr("raft.advertise", c.Raft.Advertise),
+		config.IntIn("raft.snapshot_threshold", c.Raft.SnapshotThreshold, 16, 10000000),
+		config.DurationIn("raft.snapshot_interval", c.Raft.SnapshotInterval, time.Second, 24*time.Hour),
+		config.IntIn("raft.trailing_logs", c.Raft.TrailingLogs, 0, 10000000),
 		config.DurationIn("storage.ttl", c.Storage.TTL, time.Minute, 10*365*24*time.Hour),
 		config.DurationIn("storage.default_ttl", c.Storage.DefaultTTL, time.Minute, 10*365*24*time.Hour),
 		config.IntIn("storage.redis.read_chunk", c.Storage.Redis.ReadChunk, 1, 100000),
@@ -238,6 +264,20 @@ func (c *Config) Validate() error {
 	}
 	if c.Hosts.OfflineAfter < c.Hosts.HeartbeatInterval {
 		return config.Errorf("hosts.offline_after", "%s is shorter than hosts.heartbeat_interval %s; a live host would flap offline", c.Hosts.OfflineAfter, c.Hosts.HeartbeatInterval)
+	}
+	for i, a := range c.Raft.Join {
+		if err := config.Addr(fmt.Sprintf("raft.join[%d]", i), a, false); err != nil {
+			return err
+		}
+	}
+	if len(c.Raft.Join) > 0 && len(c.Cluster.Secret) < 16 {
+		return config.Errorf("cluster.secret", "must be at least 16 characters to join a cluster (raft.join is set); set it, or MONITOR_CLUSTER_SECRET, to the same value on every broker")
+	}
+	if c.Cluster.Secret != "" && len(c.Cluster.Secret) < 16 {
+		return config.Errorf("cluster.secret", "is %d characters; use at least 16 (e.g. openssl rand -hex 24)", len(c.Cluster.Secret))
+	}
+	if c.Cluster.AdminPassword != "" && (len(c.Cluster.AdminPassword) < 8 || c.Cluster.AdminUser == "") {
+		return config.Errorf("cluster.admin_password", "needs cluster.admin_user and at least 8 characters")
 	}
 	if c.Raft.ElectionTimeout < c.Raft.HeartbeatTimeout {
 		return config.Errorf("raft.election_timeout", "%s is shorter than raft.heartbeat_timeout %s", c.Raft.ElectionTimeout, c.Raft.HeartbeatTimeout)
@@ -434,4 +474,28 @@ func (c *Config) BindFlags(f *config.Flags) {
 	f.String("data", "data directory (embedded storage)", func(v string) error { c.DataDir = v; return nil })
 	f.String("node-id", "this broker's id", func(v string) error { c.NodeID = v; return nil })
 	f.String("storage", "embedded, or redis://[user:pass@]host:port[/db][,redis://...]", c.SetStorageSpec)
+	f.String("join", "gRPC address of any member of the cluster to join (comma-separated for several)", func(v string) error {
+		c.Raft.Join = config.SplitList(v)
+		return nil
+	})
+}
+
+// ApplyEnv takes the cluster's credentials from the environment when set:
+// MONITOR_CLUSTER_SECRET and MONITOR_ADMIN_PASSWORD (so they need not be
+// written in the YAML).
+func (c *Config) ApplyEnv() {
+	if v := config.Env("MONITOR_CLUSTER_SECRET"); v != "" {
+		c.Cluster.Secret = v
+	}
+	if v := config.Env("MONITOR_ADMIN_PASSWORD"); v != "" {
+		c.Cluster.AdminPassword = v
+	}
+}
+
+// optAddr checks an optional host:port.
+func optAddr(key, v string) error {
+	if v == "" {
+		return nil
+	}
+	return config.Addr(key, v, false)
 }

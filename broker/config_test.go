@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/monitorhq/monitor/pkg/config"
@@ -17,10 +18,15 @@ func TestShippedConfigLoads(t *testing.T) {
 	}
 	// The shipped file must state the defaults, not drift from them.
 	def := DefaultConfig()
-	if cfg.GRPCListen != def.GRPCListen || cfg.Hash.VirtualNodes != 50 || cfg.Storage.TTL != def.Storage.TTL ||
-		cfg.Raft.HeartbeatTimeout != def.Raft.HeartbeatTimeout || cfg.Raft.ElectionTimeout != def.Raft.ElectionTimeout ||
-		cfg.Storage.KeyPrefix != "monitor:" {
-		t.Fatalf("configs/broker.yaml differs from DefaultConfig: %+v", cfg)
+	// "key: []" decodes to an empty slice; the default is nil.
+	if len(cfg.Raft.Join) == 0 {
+		cfg.Raft.Join = nil
+	}
+	if len(cfg.Storage.Redis.Shards) == 0 {
+		cfg.Storage.Redis.Shards = nil
+	}
+	if !reflect.DeepEqual(cfg, def) {
+		t.Fatalf("configs/broker.yaml differs from DefaultConfig:\n%+v\n%+v", cfg, def)
 	}
 }
 

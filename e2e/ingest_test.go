@@ -163,7 +163,7 @@ func TestBrokerSIGTERMLosesNoAckedSnapshot(t *testing.T) {
 
 func sigtermRun(t *testing.T, spec, data string) (acked uint64, base int64) {
 	addr := freeAddr(t)
-	p := startProc(t, "broker", "-grpc", addr, "-http", "", "-data", data, "-storage", spec, "-node-id", "sig")
+	p := startProc(t, "broker", "-grpc", addr, "-raft", "127.0.0.1:0", "-http", "", "-data", data, "-storage", spec, "-node-id", "sig")
 	eventually(t, 15*time.Second, func() error {
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {

@@ -30,7 +30,7 @@ func TestSeedLayoutAfterRealAgentRun(t *testing.T) {
 	ctx := context.Background()
 
 	bcfg := broker.DefaultConfig()
-	bcfg.GRPCListen, bcfg.HTTPListen = "127.0.0.1:0", ""
+	bcfg.GRPCListen, bcfg.HTTPListen, bcfg.Raft.Listen, bcfg.DataDir = "127.0.0.1:0", "", "127.0.0.1:0", t.TempDir()
 	if err := bcfg.SetStorageSpec("redis://" + rs.Addr); err != nil {
 		t.Fatal(err)
 	}

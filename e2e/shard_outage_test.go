@@ -94,7 +94,7 @@ func TestShardOutageUnderLoad(t *testing.T) {
 	}
 
 	cfg := broker.DefaultConfig()
-	cfg.GRPCListen, cfg.HTTPListen = "127.0.0.1:0", ""
+	cfg.GRPCListen, cfg.HTTPListen, cfg.Raft.Listen, cfg.DataDir = "127.0.0.1:0", "", "127.0.0.1:0", t.TempDir()
 	cfg.Ingest.RetryAfter = config.Duration(100 * time.Millisecond)
 	cfg.Ingest.WriteTimeout = config.Duration(time.Second)
 	if err := cfg.SetStorageSpec(spec); err != nil {

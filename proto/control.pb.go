@@ -33,30 +33,32 @@ type CommandType int32
 
 const (
 	CommandType_COMMAND_TYPE_UNSPECIFIED       CommandType = 0
-	CommandType_COMMAND_TYPE_PUT_MEMBER        CommandType = 1 // Member
-	CommandType_COMMAND_TYPE_REMOVE_MEMBER     CommandType = 2 // RemoveMember
-	CommandType_COMMAND_TYPE_PUT_SHARD         CommandType = 3 // Shard (bumps the ring version)
-	CommandType_COMMAND_TYPE_REMOVE_SHARD      CommandType = 4 // RemoveShard (bumps the ring version)
-	CommandType_COMMAND_TYPE_REGISTER_HOST     CommandType = 5 // RegisteredHost
-	CommandType_COMMAND_TYPE_PUT_SETTING       CommandType = 6 // Setting
-	CommandType_COMMAND_TYPE_PUT_ALERT_RULE    CommandType = 7 // AlertRule
-	CommandType_COMMAND_TYPE_DELETE_ALERT_RULE CommandType = 8 // DeleteAlertRule
-	CommandType_COMMAND_TYPE_PUT_MIGRATION     CommandType = 9 // Migration (progress of a ring change)
+	CommandType_COMMAND_TYPE_PUT_MEMBER        CommandType = 1  // Member
+	CommandType_COMMAND_TYPE_REMOVE_MEMBER     CommandType = 2  // RemoveMember
+	CommandType_COMMAND_TYPE_PUT_SHARD         CommandType = 3  // Shard (bumps the ring version)
+	CommandType_COMMAND_TYPE_REMOVE_SHARD      CommandType = 4  // RemoveShard (bumps the ring version)
+	CommandType_COMMAND_TYPE_REGISTER_HOST     CommandType = 5  // RegisteredHost
+	CommandType_COMMAND_TYPE_PUT_SETTING       CommandType = 6  // Setting
+	CommandType_COMMAND_TYPE_PUT_ALERT_RULE    CommandType = 7  // AlertRule
+	CommandType_COMMAND_TYPE_DELETE_ALERT_RULE CommandType = 8  // DeleteAlertRule
+	CommandType_COMMAND_TYPE_PUT_MIGRATION     CommandType = 9  // Migration (progress of a ring change)
+	CommandType_COMMAND_TYPE_INIT_SHARDS       CommandType = 10 // InitShards (the first ring; nothing to move)
 )
 
 // Enum value maps for CommandType.
 var (
 	CommandType_name = map[int32]string{
-		0: "COMMAND_TYPE_UNSPECIFIED",
-		1: "COMMAND_TYPE_PUT_MEMBER",
-		2: "COMMAND_TYPE_REMOVE_MEMBER",
-		3: "COMMAND_TYPE_PUT_SHARD",
-		4: "COMMAND_TYPE_REMOVE_SHARD",
-		5: "COMMAND_TYPE_REGISTER_HOST",
-		6: "COMMAND_TYPE_PUT_SETTING",
-		7: "COMMAND_TYPE_PUT_ALERT_RULE",
-		8: "COMMAND_TYPE_DELETE_ALERT_RULE",
-		9: "COMMAND_TYPE_PUT_MIGRATION",
+		0:  "COMMAND_TYPE_UNSPECIFIED",
+		1:  "COMMAND_TYPE_PUT_MEMBER",
+		2:  "COMMAND_TYPE_REMOVE_MEMBER",
+		3:  "COMMAND_TYPE_PUT_SHARD",
+		4:  "COMMAND_TYPE_REMOVE_SHARD",
+		5:  "COMMAND_TYPE_REGISTER_HOST",
+		6:  "COMMAND_TYPE_PUT_SETTING",
+		7:  "COMMAND_TYPE_PUT_ALERT_RULE",
+		8:  "COMMAND_TYPE_DELETE_ALERT_RULE",
+		9:  "COMMAND_TYPE_PUT_MIGRATION",
+		10: "COMMAND_TYPE_INIT_SHARDS",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":       0,
@@ -69,6 +71,7 @@ var (
 		"COMMAND_TYPE_PUT_ALERT_RULE":    7,
 		"COMMAND_TYPE_DELETE_ALERT_RULE": 8,
 		"COMMAND_TYPE_PUT_MIGRATION":     9,
+		"COMMAND_TYPE_INIT_SHARDS":       10,
 	}
 )
 
@@ -99,6 +102,52 @@ func (CommandType) EnumDescriptor() ([]byte, []int) {
 	return file_proto_control_proto_rawDescGZIP(), []int{0}
 }
 
+// InitShards sets the first ring of a new cluster, from the bootstrapping
+// broker's configuration. Refused once the cluster has shards.
+type InitShards struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shards        []*Shard               `protobuf:"bytes,1,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InitShards) Reset() {
+	*x = InitShards{}
+	mi := &file_proto_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InitShards) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InitShards) ProtoMessage() {}
+
+func (x *InitShards) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InitShards.ProtoReflect.Descriptor instead.
+func (*InitShards) Descriptor() ([]byte, []int) {
+	return file_proto_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *InitShards) GetShards() []*Shard {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
 // Member is one broker of the cluster.
 type Member struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -111,7 +160,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_proto_control_proto_msgTypes[0]
+	mi := &file_proto_control_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -123,7 +172,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[0]
+	mi := &file_proto_control_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -136,7 +185,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{0}
+	return file_proto_control_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Member) GetId() string {
@@ -169,7 +218,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_proto_control_proto_msgTypes[1]
+	mi := &file_proto_control_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -181,7 +230,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[1]
+	mi := &file_proto_control_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -194,7 +243,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{1}
+	return file_proto_control_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -223,7 +272,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_proto_control_proto_msgTypes[2]
+	mi := &file_proto_control_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -235,7 +284,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[2]
+	mi := &file_proto_control_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -248,7 +297,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{2}
+	return file_proto_control_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Shard) GetId() string {
@@ -323,7 +372,7 @@ type Migration struct {
 
 func (x *Migration) Reset() {
 	*x = Migration{}
-	mi := &file_proto_control_proto_msgTypes[3]
+	mi := &file_proto_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +384,7 @@ func (x *Migration) String() string {
 func (*Migration) ProtoMessage() {}
 
 func (x *Migration) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[3]
+	mi := &file_proto_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +397,7 @@ func (x *Migration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Migration.ProtoReflect.Descriptor instead.
 func (*Migration) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{3}
+	return file_proto_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Migration) GetRingVersion() uint64 {
@@ -451,7 +500,7 @@ type RemoveShard struct {
 
 func (x *RemoveShard) Reset() {
 	*x = RemoveShard{}
-	mi := &file_proto_control_proto_msgTypes[4]
+	mi := &file_proto_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +512,7 @@ func (x *RemoveShard) String() string {
 func (*RemoveShard) ProtoMessage() {}
 
 func (x *RemoveShard) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[4]
+	mi := &file_proto_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +525,7 @@ func (x *RemoveShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveShard.ProtoReflect.Descriptor instead.
 func (*RemoveShard) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{4}
+	return file_proto_control_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RemoveShard) GetId() string {
@@ -500,7 +549,7 @@ type RegisteredHost struct {
 
 func (x *RegisteredHost) Reset() {
 	*x = RegisteredHost{}
-	mi := &file_proto_control_proto_msgTypes[5]
+	mi := &file_proto_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -512,7 +561,7 @@ func (x *RegisteredHost) String() string {
 func (*RegisteredHost) ProtoMessage() {}
 
 func (x *RegisteredHost) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[5]
+	mi := &file_proto_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -525,7 +574,7 @@ func (x *RegisteredHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisteredHost.ProtoReflect.Descriptor instead.
 func (*RegisteredHost) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{5}
+	return file_proto_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegisteredHost) GetHostId() string {
@@ -574,7 +623,7 @@ type Setting struct {
 
 func (x *Setting) Reset() {
 	*x = Setting{}
-	mi := &file_proto_control_proto_msgTypes[6]
+	mi := &file_proto_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +635,7 @@ func (x *Setting) String() string {
 func (*Setting) ProtoMessage() {}
 
 func (x *Setting) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[6]
+	mi := &file_proto_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +648,7 @@ func (x *Setting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Setting.ProtoReflect.Descriptor instead.
 func (*Setting) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{6}
+	return file_proto_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Setting) GetKey() string {
@@ -633,7 +682,7 @@ type AlertRule struct {
 
 func (x *AlertRule) Reset() {
 	*x = AlertRule{}
-	mi := &file_proto_control_proto_msgTypes[7]
+	mi := &file_proto_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +694,7 @@ func (x *AlertRule) String() string {
 func (*AlertRule) ProtoMessage() {}
 
 func (x *AlertRule) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[7]
+	mi := &file_proto_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +707,7 @@ func (x *AlertRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertRule.ProtoReflect.Descriptor instead.
 func (*AlertRule) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{7}
+	return file_proto_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AlertRule) GetId() string {
@@ -726,7 +775,7 @@ type DeleteAlertRule struct {
 
 func (x *DeleteAlertRule) Reset() {
 	*x = DeleteAlertRule{}
-	mi := &file_proto_control_proto_msgTypes[8]
+	mi := &file_proto_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +787,7 @@ func (x *DeleteAlertRule) String() string {
 func (*DeleteAlertRule) ProtoMessage() {}
 
 func (x *DeleteAlertRule) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[8]
+	mi := &file_proto_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +800,7 @@ func (x *DeleteAlertRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAlertRule.ProtoReflect.Descriptor instead.
 func (*DeleteAlertRule) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{8}
+	return file_proto_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteAlertRule) GetId() string {
@@ -777,7 +826,7 @@ type ControlState struct {
 
 func (x *ControlState) Reset() {
 	*x = ControlState{}
-	mi := &file_proto_control_proto_msgTypes[9]
+	mi := &file_proto_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +838,7 @@ func (x *ControlState) String() string {
 func (*ControlState) ProtoMessage() {}
 
 func (x *ControlState) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[9]
+	mi := &file_proto_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +851,7 @@ func (x *ControlState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlState.ProtoReflect.Descriptor instead.
 func (*ControlState) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{9}
+	return file_proto_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ControlState) GetMembers() []*Member {
@@ -863,7 +912,7 @@ type DeleteAlertRuleResponse struct {
 
 func (x *DeleteAlertRuleResponse) Reset() {
 	*x = DeleteAlertRuleResponse{}
-	mi := &file_proto_control_proto_msgTypes[10]
+	mi := &file_proto_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +924,7 @@ func (x *DeleteAlertRuleResponse) String() string {
 func (*DeleteAlertRuleResponse) ProtoMessage() {}
 
 func (x *DeleteAlertRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[10]
+	mi := &file_proto_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +937,7 @@ func (x *DeleteAlertRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAlertRuleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAlertRuleResponse) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{10}
+	return file_proto_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteAlertRuleResponse) GetExisted() bool {
@@ -906,7 +955,7 @@ type ListAlertRulesRequest struct {
 
 func (x *ListAlertRulesRequest) Reset() {
 	*x = ListAlertRulesRequest{}
-	mi := &file_proto_control_proto_msgTypes[11]
+	mi := &file_proto_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +967,7 @@ func (x *ListAlertRulesRequest) String() string {
 func (*ListAlertRulesRequest) ProtoMessage() {}
 
 func (x *ListAlertRulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[11]
+	mi := &file_proto_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +980,7 @@ func (x *ListAlertRulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertRulesRequest.ProtoReflect.Descriptor instead.
 func (*ListAlertRulesRequest) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{11}
+	return file_proto_control_proto_rawDescGZIP(), []int{12}
 }
 
 type ListAlertRulesResponse struct {
@@ -943,7 +992,7 @@ type ListAlertRulesResponse struct {
 
 func (x *ListAlertRulesResponse) Reset() {
 	*x = ListAlertRulesResponse{}
-	mi := &file_proto_control_proto_msgTypes[12]
+	mi := &file_proto_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1004,7 @@ func (x *ListAlertRulesResponse) String() string {
 func (*ListAlertRulesResponse) ProtoMessage() {}
 
 func (x *ListAlertRulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[12]
+	mi := &file_proto_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1017,7 @@ func (x *ListAlertRulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertRulesResponse.ProtoReflect.Descriptor instead.
 func (*ListAlertRulesResponse) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{12}
+	return file_proto_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListAlertRulesResponse) GetRules() []*AlertRule {
@@ -987,7 +1036,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_proto_control_proto_msgTypes[13]
+	mi := &file_proto_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1048,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[13]
+	mi := &file_proto_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1061,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{13}
+	return file_proto_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JoinRequest) GetMember() *Member {
@@ -1031,7 +1080,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_proto_control_proto_msgTypes[14]
+	mi := &file_proto_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1092,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[14]
+	mi := &file_proto_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1105,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{14}
+	return file_proto_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *JoinResponse) GetStatus() *StatusResponse {
@@ -1075,7 +1124,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_proto_control_proto_msgTypes[15]
+	mi := &file_proto_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1136,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[15]
+	mi := &file_proto_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1149,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{15}
+	return file_proto_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ForwardRequest) GetEntry() []byte {
@@ -1118,7 +1167,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_proto_control_proto_msgTypes[16]
+	mi := &file_proto_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1179,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[16]
+	mi := &file_proto_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1192,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{16}
+	return file_proto_control_proto_rawDescGZIP(), []int{17}
 }
 
 type StatusRequest struct {
@@ -1154,7 +1203,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_proto_control_proto_msgTypes[17]
+	mi := &file_proto_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1215,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[17]
+	mi := &file_proto_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1228,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{17}
+	return file_proto_control_proto_rawDescGZIP(), []int{18}
 }
 
 // MemberStatus is a member as Raft and the FSM know it.
@@ -1194,7 +1243,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_proto_control_proto_msgTypes[18]
+	mi := &file_proto_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1255,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[18]
+	mi := &file_proto_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1268,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{18}
+	return file_proto_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MemberStatus) GetMember() *Member {
@@ -1263,7 +1312,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_proto_control_proto_msgTypes[19]
+	mi := &file_proto_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1324,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_control_proto_msgTypes[19]
+	mi := &file_proto_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1337,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_control_proto_rawDescGZIP(), []int{19}
+	return file_proto_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1380,7 +1429,10 @@ var File_proto_control_proto protoreflect.FileDescriptor
 const file_proto_control_proto_rawDesc = "" +
 	"\n" +
 	"\x13proto/control.proto\x12\n" +
-	"monitor.v1\"R\n" +
+	"monitor.v1\"7\n" +
+	"\n" +
+	"InitShards\x12)\n" +
+	"\x06shards\x18\x01 \x03(\v2\x11.monitor.v1.ShardR\x06shards\"R\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
@@ -1487,7 +1539,7 @@ const file_proto_control_proto_rawDesc = "" +
 	"\x10leader_grpc_addr\x18\f \x01(\tR\x0eleaderGrpcAddr\x1a=\n" +
 	"\x0fShardHostsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01*\xc6\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01*\xe4\x02\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17COMMAND_TYPE_PUT_MEMBER\x10\x01\x12\x1e\n" +
@@ -1498,7 +1550,9 @@ const file_proto_control_proto_rawDesc = "" +
 	"\x18COMMAND_TYPE_PUT_SETTING\x10\x06\x12\x1f\n" +
 	"\x1bCOMMAND_TYPE_PUT_ALERT_RULE\x10\a\x12\"\n" +
 	"\x1eCOMMAND_TYPE_DELETE_ALERT_RULE\x10\b\x12\x1e\n" +
-	"\x1aCOMMAND_TYPE_PUT_MIGRATION\x10\t2\xca\x05\n" +
+	"\x1aCOMMAND_TYPE_PUT_MIGRATION\x10\t\x12\x1c\n" +
+	"\x18COMMAND_TYPE_INIT_SHARDS\x10\n" +
+	"2\xca\x05\n" +
 	"\x0eClusterService\x129\n" +
 	"\x04Join\x12\x17.monitor.v1.JoinRequest\x1a\x18.monitor.v1.JoinResponse\x12B\n" +
 	"\aForward\x12\x1a.monitor.v1.ForwardRequest\x1a\x1b.monitor.v1.ForwardResponse\x12?\n" +
@@ -1524,75 +1578,77 @@ func file_proto_control_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_control_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_proto_control_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_proto_control_proto_goTypes = []any{
 	(CommandType)(0),                // 0: monitor.v1.CommandType
-	(*Member)(nil),                  // 1: monitor.v1.Member
-	(*RemoveMember)(nil),            // 2: monitor.v1.RemoveMember
-	(*Shard)(nil),                   // 3: monitor.v1.Shard
-	(*Migration)(nil),               // 4: monitor.v1.Migration
-	(*RemoveShard)(nil),             // 5: monitor.v1.RemoveShard
-	(*RegisteredHost)(nil),          // 6: monitor.v1.RegisteredHost
-	(*Setting)(nil),                 // 7: monitor.v1.Setting
-	(*AlertRule)(nil),               // 8: monitor.v1.AlertRule
-	(*DeleteAlertRule)(nil),         // 9: monitor.v1.DeleteAlertRule
-	(*ControlState)(nil),            // 10: monitor.v1.ControlState
-	(*DeleteAlertRuleResponse)(nil), // 11: monitor.v1.DeleteAlertRuleResponse
-	(*ListAlertRulesRequest)(nil),   // 12: monitor.v1.ListAlertRulesRequest
-	(*ListAlertRulesResponse)(nil),  // 13: monitor.v1.ListAlertRulesResponse
-	(*JoinRequest)(nil),             // 14: monitor.v1.JoinRequest
-	(*JoinResponse)(nil),            // 15: monitor.v1.JoinResponse
-	(*ForwardRequest)(nil),          // 16: monitor.v1.ForwardRequest
-	(*ForwardResponse)(nil),         // 17: monitor.v1.ForwardResponse
-	(*StatusRequest)(nil),           // 18: monitor.v1.StatusRequest
-	(*MemberStatus)(nil),            // 19: monitor.v1.MemberStatus
-	(*StatusResponse)(nil),          // 20: monitor.v1.StatusResponse
-	nil,                             // 21: monitor.v1.RegisteredHost.LabelsEntry
-	nil,                             // 22: monitor.v1.AlertRule.HostLabelsEntry
-	nil,                             // 23: monitor.v1.StatusResponse.ShardHostsEntry
+	(*InitShards)(nil),              // 1: monitor.v1.InitShards
+	(*Member)(nil),                  // 2: monitor.v1.Member
+	(*RemoveMember)(nil),            // 3: monitor.v1.RemoveMember
+	(*Shard)(nil),                   // 4: monitor.v1.Shard
+	(*Migration)(nil),               // 5: monitor.v1.Migration
+	(*RemoveShard)(nil),             // 6: monitor.v1.RemoveShard
+	(*RegisteredHost)(nil),          // 7: monitor.v1.RegisteredHost
+	(*Setting)(nil),                 // 8: monitor.v1.Setting
+	(*AlertRule)(nil),               // 9: monitor.v1.AlertRule
+	(*DeleteAlertRule)(nil),         // 10: monitor.v1.DeleteAlertRule
+	(*ControlState)(nil),            // 11: monitor.v1.ControlState
+	(*DeleteAlertRuleResponse)(nil), // 12: monitor.v1.DeleteAlertRuleResponse
+	(*ListAlertRulesRequest)(nil),   // 13: monitor.v1.ListAlertRulesRequest
+	(*ListAlertRulesResponse)(nil),  // 14: monitor.v1.ListAlertRulesResponse
+	(*JoinRequest)(nil),             // 15: monitor.v1.JoinRequest
+	(*JoinResponse)(nil),            // 16: monitor.v1.JoinResponse
+	(*ForwardRequest)(nil),          // 17: monitor.v1.ForwardRequest
+	(*ForwardResponse)(nil),         // 18: monitor.v1.ForwardResponse
+	(*StatusRequest)(nil),           // 19: monitor.v1.StatusRequest
+	(*MemberStatus)(nil),            // 20: monitor.v1.MemberStatus
+	(*StatusResponse)(nil),          // 21: monitor.v1.StatusResponse
+	nil,                             // 22: monitor.v1.RegisteredHost.LabelsEntry
+	nil,                             // 23: monitor.v1.AlertRule.HostLabelsEntry
+	nil,                             // 24: monitor.v1.StatusResponse.ShardHostsEntry
 }
 var file_proto_control_proto_depIdxs = []int32{
-	21, // 0: monitor.v1.RegisteredHost.labels:type_name -> monitor.v1.RegisteredHost.LabelsEntry
-	22, // 1: monitor.v1.AlertRule.host_labels:type_name -> monitor.v1.AlertRule.HostLabelsEntry
-	1,  // 2: monitor.v1.ControlState.members:type_name -> monitor.v1.Member
-	3,  // 3: monitor.v1.ControlState.shards:type_name -> monitor.v1.Shard
-	6,  // 4: monitor.v1.ControlState.hosts:type_name -> monitor.v1.RegisteredHost
-	7,  // 5: monitor.v1.ControlState.settings:type_name -> monitor.v1.Setting
-	8,  // 6: monitor.v1.ControlState.alert_rules:type_name -> monitor.v1.AlertRule
-	4,  // 7: monitor.v1.ControlState.migration:type_name -> monitor.v1.Migration
-	8,  // 8: monitor.v1.ListAlertRulesResponse.rules:type_name -> monitor.v1.AlertRule
-	1,  // 9: monitor.v1.JoinRequest.member:type_name -> monitor.v1.Member
-	20, // 10: monitor.v1.JoinResponse.status:type_name -> monitor.v1.StatusResponse
-	1,  // 11: monitor.v1.MemberStatus.member:type_name -> monitor.v1.Member
-	19, // 12: monitor.v1.StatusResponse.members:type_name -> monitor.v1.MemberStatus
-	3,  // 13: monitor.v1.StatusResponse.shards:type_name -> monitor.v1.Shard
-	23, // 14: monitor.v1.StatusResponse.shard_hosts:type_name -> monitor.v1.StatusResponse.ShardHostsEntry
-	4,  // 15: monitor.v1.StatusResponse.migration:type_name -> monitor.v1.Migration
-	14, // 16: monitor.v1.ClusterService.Join:input_type -> monitor.v1.JoinRequest
-	16, // 17: monitor.v1.ClusterService.Forward:input_type -> monitor.v1.ForwardRequest
-	18, // 18: monitor.v1.ClusterService.Status:input_type -> monitor.v1.StatusRequest
-	2,  // 19: monitor.v1.ClusterService.RemoveBroker:input_type -> monitor.v1.RemoveMember
-	18, // 20: monitor.v1.ClusterService.Watch:input_type -> monitor.v1.StatusRequest
-	3,  // 21: monitor.v1.ClusterService.AddShard:input_type -> monitor.v1.Shard
-	5,  // 22: monitor.v1.ClusterService.RemoveStorageShard:input_type -> monitor.v1.RemoveShard
-	8,  // 23: monitor.v1.ClusterService.PutAlertRule:input_type -> monitor.v1.AlertRule
-	9,  // 24: monitor.v1.ClusterService.RemoveAlertRule:input_type -> monitor.v1.DeleteAlertRule
-	12, // 25: monitor.v1.ClusterService.ListAlertRules:input_type -> monitor.v1.ListAlertRulesRequest
-	15, // 26: monitor.v1.ClusterService.Join:output_type -> monitor.v1.JoinResponse
-	17, // 27: monitor.v1.ClusterService.Forward:output_type -> monitor.v1.ForwardResponse
-	20, // 28: monitor.v1.ClusterService.Status:output_type -> monitor.v1.StatusResponse
-	20, // 29: monitor.v1.ClusterService.RemoveBroker:output_type -> monitor.v1.StatusResponse
-	20, // 30: monitor.v1.ClusterService.Watch:output_type -> monitor.v1.StatusResponse
-	20, // 31: monitor.v1.ClusterService.AddShard:output_type -> monitor.v1.StatusResponse
-	20, // 32: monitor.v1.ClusterService.RemoveStorageShard:output_type -> monitor.v1.StatusResponse
-	8,  // 33: monitor.v1.ClusterService.PutAlertRule:output_type -> monitor.v1.AlertRule
-	11, // 34: monitor.v1.ClusterService.RemoveAlertRule:output_type -> monitor.v1.DeleteAlertRuleResponse
-	13, // 35: monitor.v1.ClusterService.ListAlertRules:output_type -> monitor.v1.ListAlertRulesResponse
-	26, // [26:36] is the sub-list for method output_type
-	16, // [16:26] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	4,  // 0: monitor.v1.InitShards.shards:type_name -> monitor.v1.Shard
+	22, // 1: monitor.v1.RegisteredHost.labels:type_name -> monitor.v1.RegisteredHost.LabelsEntry
+	23, // 2: monitor.v1.AlertRule.host_labels:type_name -> monitor.v1.AlertRule.HostLabelsEntry
+	2,  // 3: monitor.v1.ControlState.members:type_name -> monitor.v1.Member
+	4,  // 4: monitor.v1.ControlState.shards:type_name -> monitor.v1.Shard
+	7,  // 5: monitor.v1.ControlState.hosts:type_name -> monitor.v1.RegisteredHost
+	8,  // 6: monitor.v1.ControlState.settings:type_name -> monitor.v1.Setting
+	9,  // 7: monitor.v1.ControlState.alert_rules:type_name -> monitor.v1.AlertRule
+	5,  // 8: monitor.v1.ControlState.migration:type_name -> monitor.v1.Migration
+	9,  // 9: monitor.v1.ListAlertRulesResponse.rules:type_name -> monitor.v1.AlertRule
+	2,  // 10: monitor.v1.JoinRequest.member:type_name -> monitor.v1.Member
+	21, // 11: monitor.v1.JoinResponse.status:type_name -> monitor.v1.StatusResponse
+	2,  // 12: monitor.v1.MemberStatus.member:type_name -> monitor.v1.Member
+	20, // 13: monitor.v1.StatusResponse.members:type_name -> monitor.v1.MemberStatus
+	4,  // 14: monitor.v1.StatusResponse.shards:type_name -> monitor.v1.Shard
+	24, // 15: monitor.v1.StatusResponse.shard_hosts:type_name -> monitor.v1.StatusResponse.ShardHostsEntry
+	5,  // 16: monitor.v1.StatusResponse.migration:type_name -> monitor.v1.Migration
+	15, // 17: monitor.v1.ClusterService.Join:input_type -> monitor.v1.JoinRequest
+	17, // 18: monitor.v1.ClusterService.Forward:input_type -> monitor.v1.ForwardRequest
+	19, // 19: monitor.v1.ClusterService.Status:input_type -> monitor.v1.StatusRequest
+	3,  // 20: monitor.v1.ClusterService.RemoveBroker:input_type -> monitor.v1.RemoveMember
+	19, // 21: monitor.v1.ClusterService.Watch:input_type -> monitor.v1.StatusRequest
+	4,  // 22: monitor.v1.ClusterService.AddShard:input_type -> monitor.v1.Shard
+	6,  // 23: monitor.v1.ClusterService.RemoveStorageShard:input_type -> monitor.v1.RemoveShard
+	9,  // 24: monitor.v1.ClusterService.PutAlertRule:input_type -> monitor.v1.AlertRule
+	10, // 25: monitor.v1.ClusterService.RemoveAlertRule:input_type -> monitor.v1.DeleteAlertRule
+	13, // 26: monitor.v1.ClusterService.ListAlertRules:input_type -> monitor.v1.ListAlertRulesRequest
+	16, // 27: monitor.v1.ClusterService.Join:output_type -> monitor.v1.JoinResponse
+	18, // 28: monitor.v1.ClusterService.Forward:output_type -> monitor.v1.ForwardResponse
+	21, // 29: monitor.v1.ClusterService.Status:output_type -> monitor.v1.StatusResponse
+	21, // 30: monitor.v1.ClusterService.RemoveBroker:output_type -> monitor.v1.StatusResponse
+	21, // 31: monitor.v1.ClusterService.Watch:output_type -> monitor.v1.StatusResponse
+	21, // 32: monitor.v1.ClusterService.AddShard:output_type -> monitor.v1.StatusResponse
+	21, // 33: monitor.v1.ClusterService.RemoveStorageShard:output_type -> monitor.v1.StatusResponse
+	9,  // 34: monitor.v1.ClusterService.PutAlertRule:output_type -> monitor.v1.AlertRule
+	12, // 35: monitor.v1.ClusterService.RemoveAlertRule:output_type -> monitor.v1.DeleteAlertRuleResponse
+	14, // 36: monitor.v1.ClusterService.ListAlertRules:output_type -> monitor.v1.ListAlertRulesResponse
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_proto_control_proto_init() }
@@ -1606,7 +1662,7 @@ func file_proto_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_control_proto_rawDesc), len(file_proto_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

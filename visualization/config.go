@@ -2,31 +2,38 @@ package visualization
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
+	"path"
 	"strings"
 	"time"
 
 	"github.com/monitorhq/monitor/pkg/config"
+	"github.com/monitorhq/monitor/visualization/internal/auth"
 )
 
 // Config is the visualization server's configuration, loaded from
 // configs/visualization.yaml with command-line overrides. DefaultConfig holds
 // every default; Validate names the bad key and the allowed range.
 type Config struct {
-	// HTTPListen is the HTTP address of the JSON API and the pages. Until
-	// JWT auth lands the API is unauthenticated, so it must be a loopback
-	// address (see Validate).
+	// HTTPListen is the HTTP address of the JSON API, the WebSocket and
+	// the pages. The default is loopback; any address is allowed (every
+	// API route needs a token), and New warns when it is not loopback,
+	// because the HTTP is plaintext: put a TLS proxy in front.
 	HTTPListen string `yaml:"http_listen"`
 	// QUICListen is the UDP address of the HTTP/3 + WebTransport channel.
 	// Validated now; used once the QUIC channel lands.
 	QUICListen string `yaml:"quic_listen"`
-	// Brokers are the brokers' gRPC addresses. Calls go to one broker and
-	// fail over to the next when it is unavailable or times out.
+	// Brokers are the brokers' gRPC addresses: the seeds from which the
+	// server learns the cluster's members (pkg/membership). Calls go to one
+	// broker and fail over to the next when it is unavailable or times out;
+	// every broker's Subscribe stream is followed.
 	Brokers []string `yaml:"brokers"`
 	// BrokerTimeout is the deadline of every RPC to a broker.
 	BrokerTimeout config.Duration `yaml:"broker_timeout"`
-	// PullInterval is how often the page refreshes (the seed's 2 s pull);
-	// later also the catch-up pull after a push stream reconnects.
+	// PullInterval is how often the status page refreshes (the seed's 2 s
+	// pull). Live data no longer waits for it: brokers push every stored
+	// batch, and a reconnected stream catches up with one incremental pull.
 	PullInterval config.Duration `yaml:"pull_interval"`
 	// OfflineAfter: a host with no heartbeat for this long is offline.
 	OfflineAfter config.Duration `yaml:"offline_after"`
@@ -34,8 +41,14 @@ type Config struct {
 	StaleAfter config.Duration `yaml:"stale_after"`
 	// TopK configures the fleet-wide rankings (used once Top-K lands).
 	TopK TopKConfig `yaml:"topk"`
-	// WebSocket configures the push channel (used once push lands).
+	// WebSocket configures the push channel at /api/v1/ws.
 	WebSocket WebSocketConfig `yaml:"websocket"`
+	// Auth configures login and tokens.
+	Auth AuthConfig `yaml:"auth"`
+	// ClusterSecret is the brokers' shared cluster secret, sent with
+	// control-plane calls (alert rules); MONITOR_CLUSTER_SECRET overrides
+	// it. Empty: those calls go without it (reads still work).
+	ClusterSecret Secret `yaml:"cluster_secret"`
 	// MaxRange is the longest time range one query may ask for.
 	MaxRange config.Duration `yaml:"max_range"`
 	// MaxPoints is the most points one series of one query may return.
@@ -51,9 +64,69 @@ type TopKConfig struct {
 
 // WebSocketConfig is the browser push channel.
 type WebSocketConfig struct {
-	// Heartbeat is the ping interval on an open WebSocket.
+	// Heartbeat is the ping interval on an open WebSocket; a pong or a
+	// write that takes longer closes the connection.
 	Heartbeat config.Duration `yaml:"heartbeat"`
+	// AllowedOrigins are the origins, besides the server's own, whose
+	// pages may open the WebSocket: host patterns ("dash.example.com",
+	// "*.example.com") or with a scheme ("https://dash.example.com").
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// QueueSize is each client's queue in messages; a client further behind
+	// gets the latest value per series and a gap marker instead.
+	QueueSize int `yaml:"queue_size"`
+	// ReadLimit is the largest message a client may send, in bytes.
+	ReadLimit int `yaml:"read_limit"`
+	// MaxClients caps the open WebSockets.
+	MaxClients int `yaml:"max_clients"`
 }
+
+// AuthConfig is login and tokens: HS256 JWTs signed with JWTSecret.
+type AuthConfig struct {
+	// JWTSecret signs the tokens: at least 32 bytes; MONITOR_JWT_SECRET
+	// overrides it. Required to start (standalone makes a random one).
+	JWTSecret Secret `yaml:"jwt_secret"`
+	// Issuer and Audience are the iss and aud of issued tokens, required
+	// on every token presented.
+	Issuer   string `yaml:"issuer"`
+	Audience string `yaml:"audience"`
+	// AccessTTL is the lifetime of an access token.
+	AccessTTL config.Duration `yaml:"access_ttl"`
+	// RefreshTTL is the lifetime of a refresh token (each works once).
+	RefreshTTL config.Duration `yaml:"refresh_ttl"`
+	// LoginBurst attempts of login or refresh are allowed at once per
+	// client address, then one per LoginInterval.
+	LoginBurst    int             `yaml:"login_burst"`
+	LoginInterval config.Duration `yaml:"login_interval"`
+	// Users are the accounts. Required to start.
+	Users []UserConfig `yaml:"users"`
+}
+
+// UserConfig is one account.
+type UserConfig struct {
+	Username string `yaml:"username"`
+	// PasswordHash is a bcrypt hash ($2a$, $2b$ or $2y$).
+	PasswordHash string `yaml:"password_hash"`
+	// Role is viewer (reads) or admin (reads and changes).
+	Role string `yaml:"role"`
+}
+
+// Secret is a configured secret: it prints as "[redacted]", so a Config
+// can be logged or shown in a test failure without leaking it.
+type Secret string
+
+// String hides the value.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// LogValue hides the value from slog.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// GoString hides the value from %#v.
+func (s Secret) GoString() string { return `"` + s.String() + `"` }
 
 // DefaultConfig returns the defaults, the seed's numbers where it has them.
 func DefaultConfig() Config {
@@ -66,7 +139,22 @@ func DefaultConfig() Config {
 		OfflineAfter:  config.Duration(30 * time.Second),
 		StaleAfter:    config.Duration(15 * time.Second), // 3 × the agent's 5 s interval
 		TopK:          TopKConfig{K: 10, TTL: config.Duration(time.Hour)},
-		WebSocket:     WebSocketConfig{Heartbeat: config.Duration(30 * time.Second)},
+		WebSocket: WebSocketConfig{
+			Heartbeat:      config.Duration(30 * time.Second),
+			AllowedOrigins: []string{},
+			QueueSize:      256,
+			ReadLimit:      16 << 10,
+			MaxClients:     10000,
+		},
+		Auth: AuthConfig{
+			Issuer:        "monitor",
+			Audience:      "monitor-api",
+			AccessTTL:     config.Duration(15 * time.Minute),
+			RefreshTTL:    config.Duration(12 * time.Hour),
+			LoginBurst:    5,
+			LoginInterval: config.Duration(12 * time.Second),
+			Users:         []UserConfig{},
+		},
 		MaxRange:      config.Duration(7 * 24 * time.Hour),
 		MaxPoints:     11000,
 	}
@@ -79,9 +167,6 @@ const maxBrokers = 64
 // Validate checks every key and names the first bad one with what is allowed.
 func (c *Config) Validate() error {
 	if err := config.Addr("http_listen", c.HTTPListen, false); err != nil {
-		return err
-	}
-	if err := checkLoopback("http_listen", c.HTTPListen); err != nil {
 		return err
 	}
 	if err := config.Addr("quic_listen", c.QUICListen, true); err != nil {
@@ -100,34 +185,91 @@ func (c *Config) Validate() error {
 		config.DurationIn("websocket.heartbeat", c.WebSocket.Heartbeat, time.Second, 10*time.Minute),
 		config.DurationIn("max_range", c.MaxRange, time.Minute, 366*24*time.Hour),
 		config.IntIn("max_points", c.MaxPoints, 2, 1_000_000),
+		config.IntIn("websocket.queue_size", c.WebSocket.QueueSize, 8, 100_000),
+		config.IntIn("websocket.read_limit", c.WebSocket.ReadLimit, 512, 1<<20),
+		config.IntIn("websocket.max_clients", c.WebSocket.MaxClients, 1, 1_000_000),
+		config.DurationIn("auth.access_ttl", c.Auth.AccessTTL, time.Minute, 24*time.Hour),
+		config.DurationIn("auth.refresh_ttl", c.Auth.RefreshTTL, c.Auth.AccessTTL.D(), 30*24*time.Hour),
+		config.IntIn("auth.login_burst", c.Auth.LoginBurst, 1, 1000),
+		config.DurationIn("auth.login_interval", c.Auth.LoginInterval, 100*time.Millisecond, time.Hour),
 	}
 	for _, err := range checks {
 		if err != nil {
 			return err
 		}
 	}
+	for i, o := range c.WebSocket.AllowedOrigins {
+		key := fmt.Sprintf("websocket.allowed_origins[%d]", i)
+		if o == "" || o == "*" {
+			return config.Errorf(key, "%q: name the origins (dash.example.com, *.example.com, https://dash.example.com); allowing every origin would let any web page use a visitor's token", o)
+		}
+		if _, err := path.Match(o, ""); err != nil {
+			return config.Errorf(key, "%q is not a valid pattern: %v", o, err)
+		}
+	}
+	if n := len(c.Auth.JWTSecret); n > 0 && n < auth.MinSecretBytes {
+		return config.Errorf("auth.jwt_secret", "has %d bytes; at least %d are needed (e.g. `openssl rand -base64 48`)", n, auth.MinSecretBytes)
+	}
+	if strings.TrimSpace(c.Auth.Issuer) == "" {
+		return config.Errorf("auth.issuer", "is empty; it names this server in every token")
+	}
+	if strings.TrimSpace(c.Auth.Audience) == "" {
+		return config.Errorf("auth.audience", "is empty; it names who the tokens are for")
+	}
+	seen := map[string]bool{}
+	for i, u := range c.Auth.Users {
+		key := fmt.Sprintf("auth.users[%d]", i)
+		if err := auth.CheckUser(auth.User{Username: u.Username, PasswordHash: u.PasswordHash, Role: auth.Role(u.Role)}); err != nil {
+			return config.Errorf(key, "%v", err)
+		}
+		if seen[u.Username] {
+			return config.Errorf(key, "user %q is listed twice", u.Username)
+		}
+		seen[u.Username] = true
+	}
+	if strings.TrimSpace(string(c.ClusterSecret)) != string(c.ClusterSecret) {
+		return config.Errorf("cluster_secret", "has leading or trailing white space")
+	}
 	return nil
 }
 
-// checkLoopback refuses a listen address reachable from other machines. The
-// HTTP API has no authentication until the JWT issue lands, so anything but
-// loopback would publish the fleet's data to the network.
-func checkLoopback(key, addr string) error {
+// Ready checks what a server needs to start beyond Validate: a JWT secret
+// and at least one user. The shipped defaults have neither on purpose (a
+// known secret or password would be a hole); standalone makes both.
+func (c *Config) Ready() error {
+	if c.Auth.JWTSecret == "" {
+		return config.Errorf("auth.jwt_secret", "is empty; set it or MONITOR_JWT_SECRET to at least %d random bytes (e.g. `openssl rand -base64 48`)", auth.MinSecretBytes)
+	}
+	if len(c.Auth.Users) == 0 {
+		return config.Errorf("auth.users", "is empty; add a user {username, password_hash (bcrypt), role: viewer|admin}")
+	}
+	return nil
+}
+
+// FromEnv applies the environment: MONITOR_JWT_SECRET and
+// MONITOR_CLUSTER_SECRET override the file (secrets are better kept out of
+// it). Flags are applied after, but none sets a secret.
+func (c *Config) FromEnv(getenv func(string) string) {
+	if v := getenv("MONITOR_JWT_SECRET"); v != "" {
+		c.Auth.JWTSecret = Secret(v)
+	}
+	if v := getenv("MONITOR_CLUSTER_SECRET"); v != "" {
+		c.ClusterSecret = Secret(v)
+	}
+}
+
+// isLoopback reports whether a listen address is reachable only from this
+// machine.
+func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return config.Errorf(key, "%q is not host:port: %v", addr, err)
+		return false
 	}
 	if strings.EqualFold(host, "localhost") {
-		return nil
+		return true
 	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	shown := host
-	if shown == "" {
-		shown = "every interface"
-	}
-	return config.Errorf(key, "%q listens on %s, which is not loopback; the HTTP API has no authentication yet (JWT comes in a later release), so only 127.0.0.0/8, ::1 or localhost are allowed", addr, shown)
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // BindFlags binds the command-line overrides of DESIGN.md §4: -broker,

@@ -1,30 +1,49 @@
-// Package visualization is the visualization server: an HTTP JSON API and a
-// status page over the brokers, which it reads through gRPC with failover
-// (DESIGN.md §4). Later issues add JWT auth, WebSocket and QUIC push, Top-K,
-// anomaly analysis and the Chart.js UI.
+// Package visualization is the visualization server: an HTTP JSON API, a
+// status page and live push over WebSocket, behind JWT auth (DESIGN.md
+// §4). It reads through the brokers over gRPC with failover, follows the
+// cluster's member list (pkg/membership), and holds a Subscribe stream to
+// every broker so each stored snapshot reaches the observers — the push
+// core, and the Top-K, analysis and alerting engines — at once.
 //
 // Use it as a library like the command does: New binds the HTTP listener (so
 // Addr is known before Run, also with port 0), Run serves until its context
-// ends. Shutdown order, the reverse of start-up: stop accepting and drain
-// HTTP requests (at most shutdownTimeout), then close the broker
-// connections.
+// ends.
+//
+// Wiring an engine (Top-K, anomalies, alerts): in New, append it to
+// observers (it then sees every stored snapshot, see live.Observer), add
+// its HTTP routes to routes (served behind the same auth; Admin for
+// changes), and give it s.hub.Publish to push events to WebSocket clients
+// that subscribe to its kind.
+//
+// Shutdown order, the reverse of start-up: stop accepting and drain HTTP
+// requests (at most shutdownTimeout), close the push hub (every WebSocket
+// gets a going-away close) and wait for the sessions, stop the broker
+// streams and the membership watcher, then close the broker connections.
 package visualization
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
+	"github.com/monitorhq/monitor/pkg/membership"
 	"github.com/monitorhq/monitor/visualization/internal/api"
+	"github.com/monitorhq/monitor/visualization/internal/auth"
 	"github.com/monitorhq/monitor/visualization/internal/brokerclient"
+	"github.com/monitorhq/monitor/visualization/internal/live"
+	"github.com/monitorhq/monitor/visualization/internal/push"
+	"github.com/monitorhq/monitor/visualization/internal/wspush"
 )
 
-// HTTP server limits. Requests are small GETs; the write timeout bounds a
-// response including the broker calls behind it.
+// HTTP server limits. Requests are small; the write timeout bounds a
+// response including the broker calls behind it (a WebSocket clears both
+// deadlines for itself).
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 15 * time.Second
@@ -44,30 +63,109 @@ type Server struct {
 	ln      net.Listener
 	http    *http.Server
 	brokers *brokerclient.Client
+	members *membership.Watcher
+	feed    *live.Feed
+	hub     *push.Hub
+	ws      *wspush.Handler
 }
 
-// New validates cfg, prepares the broker connections (connected on first
-// use) and binds the HTTP listener. Run releases both; a Server that is
-// never run keeps its listener open.
+// Stats are the live path's and the push core's counters: what arrived,
+// what was folded or dropped for slow clients, what the brokers dropped.
+type Stats struct {
+	Live live.Stats `json:"live"`
+	Push push.Stats `json:"push"`
+}
+
+// New validates cfg (Validate and Ready: a JWT secret and users are
+// required), prepares the broker connections (connected on first use) and
+// binds the HTTP listener. Run releases both; a Server that is never run
+// keeps its listener open.
 func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("visualization: %w", err)
+	}
+	if err := cfg.Ready(); err != nil {
 		return nil, fmt.Errorf("visualization: %w", err)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	brokers, err := brokerclient.New(cfg.Brokers, cfg.BrokerTimeout.D(), logger.With("component", "brokerclient"))
+	users := make([]auth.User, len(cfg.Auth.Users))
+	for i, u := range cfg.Auth.Users {
+		users[i] = auth.User{Username: u.Username, PasswordHash: u.PasswordHash, Role: auth.Role(u.Role)}
+	}
+	authn, err := auth.New(auth.Config{
+		Secret: []byte(cfg.Auth.JWTSecret), Issuer: cfg.Auth.Issuer, Audience: cfg.Auth.Audience,
+		AccessTTL: cfg.Auth.AccessTTL.D(), RefreshTTL: cfg.Auth.RefreshTTL.D(), Users: users,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("visualization: %w", err)
 	}
-	handler, err := api.New(api.Config{
+	limiter := auth.NewLimiter(1/cfg.Auth.LoginInterval.D().Seconds(), cfg.Auth.LoginBurst, nil)
+
+	brokers, err := brokerclient.New(cfg.Brokers, cfg.BrokerTimeout.D(), logger.With("component", "brokerclient"),
+		brokerclient.WithClusterSecret(string(cfg.ClusterSecret)))
+	if err != nil {
+		return nil, fmt.Errorf("visualization: %w", err)
+	}
+	members, err := membership.New(cfg.Brokers, membership.Options{Logger: logger.With("component", "membership")})
+	if err != nil {
+		_ = brokers.Close()
+		return nil, fmt.Errorf("visualization: %w", err)
+	}
+	hub := push.New(push.Options{
+		QueueSize: cfg.WebSocket.QueueSize, MaxClients: cfg.WebSocket.MaxClients,
+		Logger: logger.With("component", "push"),
+	})
+
+	// The engines plug in here (see the package doc).
+	observers := []live.Observer{hub}
+	var routes []api.Route
+
+	feed, err := live.New(live.Options{
+		Source: brokers, Observers: observers,
+		CatchupTimeout: cfg.BrokerTimeout.D(),
+		Logger:         logger.With("component", "live"),
+	})
+	if err != nil {
+		_ = brokers.Close()
+		return nil, fmt.Errorf("visualization: %w", err)
+	}
+	feed.SetBrokers(cfg.Brokers)
+	ws, err := wspush.New(wspush.Options{
+		Hub: hub,
+		Verify: func(token string) (wspush.Identity, error) {
+			c, err := authn.Verify(token)
+			if err != nil {
+				return wspush.Identity{}, err
+			}
+			return wspush.Identity{User: c.Subject, Role: string(c.Role), Expires: c.ExpiresAt.Time}, nil
+		},
+		AllowedOrigins: cfg.WebSocket.AllowedOrigins,
+		Heartbeat:      cfg.WebSocket.Heartbeat.D(),
+		ReadLimit:      int64(cfg.WebSocket.ReadLimit),
+		Logger:         logger.With("component", "websocket"),
+	})
+	if err != nil {
+		_ = brokers.Close()
+		return nil, fmt.Errorf("visualization: %w", err)
+	}
+	s := &Server{cfg: cfg, logger: logger, brokers: brokers, members: members, feed: feed, hub: hub, ws: ws}
+	handler, err := api.New(api.Options{
 		PullInterval:  cfg.PullInterval.D(),
 		OfflineAfter:  cfg.OfflineAfter.D(),
 		StaleAfter:    cfg.StaleAfter.D(),
 		MaxRange:      cfg.MaxRange.D(),
 		MaxPoints:     cfg.MaxPoints,
 		HealthTimeout: min(cfg.BrokerTimeout.D(), healthTimeout),
-	}, brokers, logger.With("component", "api"))
+		Brokers:       brokers,
+		Auth:          authn,
+		LoginLimiter:  limiter,
+		WebSocket:     ws,
+		Members:       s.memberStates,
+		Stats:         func() any { return s.Stats() },
+		Routes:        routes,
+	}, logger.With("component", "api"))
 	if err != nil {
 		_ = brokers.Close()
 		return nil, fmt.Errorf("visualization: %w", err)
@@ -77,21 +175,16 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		_ = brokers.Close()
 		return nil, fmt.Errorf("visualization: listen on http_listen %s: %w", cfg.HTTPListen, err)
 	}
-	s := &Server{
-		cfg:     cfg,
-		logger:  logger,
-		ln:      ln,
-		brokers: brokers,
-		http: &http.Server{
-			Handler:           handler,
-			ReadHeaderTimeout: readHeaderTimeout,
-			ReadTimeout:       readTimeout,
-			// A response may wait for every broker in turn.
-			WriteTimeout:   time.Duration(len(cfg.Brokers))*cfg.BrokerTimeout.D() + 10*time.Second,
-			IdleTimeout:    idleTimeout,
-			MaxHeaderBytes: maxHeaderBytes,
-			ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		},
+	s.ln = ln
+	s.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		// A response may wait for every broker in turn.
+		WriteTimeout:   time.Duration(len(cfg.Brokers))*cfg.BrokerTimeout.D() + 10*time.Second,
+		IdleTimeout:    idleTimeout,
+		MaxHeaderBytes: maxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return s, nil
 }
@@ -99,12 +192,58 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 // Addr returns the bound HTTP address, e.g. 127.0.0.1:8080.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Run serves HTTP until ctx ends, then shuts down: in-flight requests get
-// shutdownTimeout to finish, then the broker connections close. It returns
-// nil after a shutdown asked for by ctx, or the error that stopped serving.
-// Call it once.
+// Stats returns the live path's and the push core's counters.
+func (s *Server) Stats() Stats { return Stats{Live: s.feed.Stats(), Push: s.hub.Stats()} }
+
+// memberStates is the broker list for /api/v1/cluster.
+func (s *Server) memberStates() []api.Member {
+	list := s.members.Brokers()
+	out := make([]api.Member, len(list))
+	for i, b := range list {
+		out[i] = api.Member{ID: b.ID, Addr: b.Addr, Leader: b.Leader, Streaming: s.feed.Connected(b.Addr)}
+	}
+	return out
+}
+
+// followMembers applies every change of the broker list to the broker
+// client and the live feed until ctx ends.
+func (s *Server) followMembers(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case list := <-s.members.Updates():
+			addrs := make([]string, len(list))
+			for i, b := range list {
+				addrs[i] = b.Addr
+			}
+			if len(addrs) == 0 {
+				continue
+			}
+			if err := s.brokers.SetBrokers(addrs); err != nil {
+				s.logger.Warn("cannot apply the new broker list", "brokers", addrs, "err", err)
+				continue
+			}
+			s.feed.SetBrokers(addrs)
+		}
+	}
+}
+
+// Run serves HTTP and follows the brokers until ctx ends, then shuts down
+// in the order of the package doc. It returns nil after a shutdown asked
+// for by ctx, or the error that stopped serving. Call it once.
 func (s *Server) Run(ctx context.Context) error {
+	if !isLoopback(s.cfg.HTTPListen) {
+		s.logger.Warn("serving plaintext HTTP on a non-loopback address: passwords and tokens cross the network unencrypted; put a TLS proxy in front", "http_listen", s.cfg.HTTPListen)
+	}
 	s.logger.Info("visualization server listening", "http", "http://"+s.Addr()+"/", "brokers", s.cfg.Brokers)
+
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = s.members.Run(bg) })
+	wg.Go(func() { _ = s.feed.Run(bg) })
+	wg.Go(func() { s.followMembers(bg) })
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()
 
@@ -122,8 +261,25 @@ func (s *Server) Run(ctx context.Context) error {
 	case e := <-serveErr:
 		err = fmt.Errorf("serve HTTP on %s: %w", s.Addr(), e)
 	}
+	// WebSockets are hijacked: Shutdown does not wait for them.
+	s.hub.Close()
+	s.ws.Wait()
+	stopBG()
+	wg.Wait()
 	if e := s.brokers.Close(); e != nil {
 		err = errors.Join(err, e)
 	}
 	return err
 }
+
+// RandomSecret returns a JWT secret of 48 random bytes (standalone makes
+// one per start when none is configured).
+func RandomSecret() Secret {
+	b := make([]byte, 48)
+	_, _ = rand.Read(b) // never fails (Go ≥1.24)
+	return Secret(b)
+}
+
+// HashPassword returns the bcrypt hash of password for a UserConfig
+// (standalone's admin user).
+func HashPassword(password string) (string, error) { return auth.HashPassword(password) }

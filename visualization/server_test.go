@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/monitorhq/monitor/pkg/config"
 	monitorpb "github.com/monitorhq/monitor/proto"
@@ -21,19 +23,61 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// Test accounts; bcrypt's minimum cost keeps logins fast.
+const (
+	testPassword = "test-password"
+	testSecret   = "a-jwt-secret-for-tests-of-32-bytes-or-more"
+)
+
+var testHash = func() string {
+	h, err := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
+	if err != nil {
+		panic(err)
+	}
+	return string(h)
+}()
+
 func testConfig(brokers ...*brokertest.Broker) visualization.Config {
 	cfg := visualization.DefaultConfig()
 	cfg.HTTPListen = "127.0.0.1:0"
-	cfg.Brokers = nil
+	cfg.Brokers = []string{"127.0.0.1:1"}
+	if len(brokers) > 0 {
+		cfg.Brokers = nil
+	}
 	for _, b := range brokers {
 		cfg.Brokers = append(cfg.Brokers, b.Addr)
 	}
+	cfg.Auth.JWTSecret = testSecret
+	cfg.Auth.Users = []visualization.UserConfig{
+		{Username: "admin", PasswordHash: testHash, Role: "admin"},
+		{Username: "viewer", PasswordHash: testHash, Role: "viewer"},
+	}
+	cfg.Auth.LoginBurst = 1000
 	return cfg
+}
+
+// login returns an access token of user.
+func login(t testing.TB, base, user string) string {
+	t.Helper()
+	resp, err := http.Post(base+"/api/v1/auth/login", "application/json",
+		strings.NewReader(`{"username":"`+user+`","password":"`+testPassword+`"}`))
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK || body.AccessToken == "" {
+		t.Fatalf("login as %s: %s, %v", user, resp.Status, err)
+	}
+	return body.AccessToken
 }
 
 // running is a server started by start; stop ends it once.
 type running struct {
 	url    string
+	token  string // a viewer's access token
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
@@ -65,12 +109,20 @@ func start(t *testing.T, cfg visualization.Config) *running {
 	r := &running{url: "http://" + srv.Addr(), cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- srv.Run(ctx) }()
 	t.Cleanup(func() { _ = r.stop(t) })
+	r.token = login(t, r.url, "viewer")
 	return r
 }
 
-func get(t *testing.T, u string) (int, map[string]any) {
+func get(t *testing.T, u, token string) (int, map[string]any) {
 	t.Helper()
-	resp, err := http.Get(u)
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", u, err)
 	}
@@ -92,11 +144,17 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	r := start(t, testConfig(b))
 	u := r.url
 
-	if code, v := get(t, u+"/healthz"); code != http.StatusOK || v["status"] != "ok" || v["brokers"] != 1.0 {
+	if code, v := get(t, u+"/healthz", ""); code != http.StatusOK || v["status"] != "ok" || v["brokers"] != 1.0 {
 		t.Fatalf("healthz = %d %v, want 200 ok with 1 broker", code, v)
 	}
-	if code, v := get(t, u+"/api/v1/hosts"); code != http.StatusOK || len(v["hosts"].([]any)) != 1 {
+	if code, v := get(t, u+"/api/v1/hosts", r.token); code != http.StatusOK || len(v["hosts"].([]any)) != 1 {
 		t.Fatalf("hosts = %d %v, want web-1", code, v)
+	}
+	if code, _ := get(t, u+"/api/v1/hosts", ""); code != http.StatusUnauthorized {
+		t.Fatalf("hosts without a token = %d, want 401", code)
+	}
+	if code, v := get(t, u+"/api/v1/stats", r.token); code != http.StatusOK || v["live"] == nil || v["push"] == nil {
+		t.Fatalf("stats = %d %v", code, v)
 	}
 
 	if err := r.stop(t); err != nil {
@@ -123,8 +181,16 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		err  error
 	}
 	res := make(chan result, 1)
+	// The live feed's Subscribe reaches the broker first (and hangs there).
+	for deadline := time.Now().Add(5 * time.Second); b.Calls() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the live feed never subscribed")
+		}
+	}
+	req, _ := http.NewRequest(http.MethodGet, u+"/api/v1/hosts", nil)
+	req.Header.Set("Authorization", "Bearer "+run.token)
 	go func() {
-		resp, err := http.Get(u + "/api/v1/hosts")
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			res <- result{err: err}
 			return
@@ -134,7 +200,7 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		res <- result{code: resp.StatusCode}
 	}()
 	deadline := time.Now().Add(5 * time.Second)
-	for b.Calls() == 0 {
+	for b.Calls() < 2 {
 		if time.Now().After(deadline) {
 			t.Fatal("the request never reached the broker")
 		}
@@ -157,9 +223,9 @@ func TestNewFailsWhenTheAddressIsTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cfg := visualization.DefaultConfig()
+	cfg := testConfig()
 	cfg.HTTPListen = ln.Addr().String()
-	if _, err := visualization.New(cfg, slog.New(slog.DiscardHandler)); err == nil {
-		t.Fatal("New on a taken address: want an error")
+	if _, err := visualization.New(cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "listen on http_listen") {
+		t.Fatalf("New on a taken address = %v, want a listen error", err)
 	}
 }

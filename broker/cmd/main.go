@@ -57,5 +57,6 @@ func load(path string, cfg *broker.Config, flags *config.Flags) error {
 	if err := flags.Apply(); err != nil {
 		return err
 	}
+	cfg.ApplyEnv()
 	return cfg.Validate()
 }

@@ -6,7 +6,10 @@
 //	                   [-storage SPEC] [-admin-password PW] [-interval DUR]
 //
 // The three components talk over real gRPC on loopback, exactly as separate
-// processes would. Shutdown (SIGINT/SIGTERM) runs in reverse start order:
+// processes would. The UI and API need a login: user "admin" with the
+// admin password (-admin-password, $MONITOR_ADMIN_PASSWORD, or generated
+// and printed once); the JWT secret is random per start unless
+// $MONITOR_JWT_SECRET sets one. Shutdown (SIGINT/SIGTERM) runs in reverse start order:
 // the agent flushes what it holds and waits for acks, then the visualization
 // server stops, then the broker drains and closes storage.
 package main
@@ -53,7 +56,7 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.SetOutput(stderr)
 	var f standaloneFlags
 	fs.StringVar(&f.data, "data", "data", "data directory (embedded storage)")
-	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "HTTP address of the UI and API (loopback until JWT auth lands)")
+	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "HTTP address of the UI, API and WebSocket (login required; plaintext, so keep it on loopback or behind a TLS proxy)")
 	fs.StringVar(&f.quic, "quic", ":8081", "QUIC/HTTP3 address (used once the QUIC channel lands)")
 	fs.StringVar(&f.grpc, "grpc", "127.0.0.1:9093", "the in-process broker's gRPC address")
 	fs.StringVar(&f.storage, "storage", "embedded", "embedded, or redis://[user:pass@]host:port[/db][,redis://...]")
@@ -81,10 +84,30 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 
+	password := f.password
+	if password == "" {
+		password = os.Getenv("MONITOR_ADMIN_PASSWORD")
+	}
+	generated := password == ""
+	if generated {
+		password = randomPassword()
+	}
+	hash, err := visualization.HashPassword(password)
+	if err != nil {
+		return err
+	}
 	vcfg := visualization.DefaultConfig()
 	vcfg.HTTPListen = f.http
 	vcfg.QUICListen = f.quic
 	vcfg.Brokers = []string{b.GRPCAddr()}
+	// The admin password is the admin user's, kept only as a bcrypt hash;
+	// the JWT secret is random per start unless MONITOR_JWT_SECRET sets one
+	// (tokens then survive a restart).
+	vcfg.Auth.Users = []visualization.UserConfig{{Username: "admin", PasswordHash: hash, Role: "admin"}}
+	vcfg.FromEnv(os.Getenv)
+	if vcfg.Auth.JWTSecret == "" {
+		vcfg.Auth.JWTSecret = visualization.RandomSecret()
+	}
 	if err := vcfg.Validate(); err != nil {
 		return err
 	}
@@ -107,19 +130,10 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 
-	password := f.password
-	if password == "" {
-		password = os.Getenv("MONITOR_ADMIN_PASSWORD")
-	}
-	generated := password == ""
-	if generated {
-		password = randomPassword()
-	}
-	fmt.Fprintf(stdout, "monitor standalone is running\n  UI and API:  http://%s/\n  broker gRPC: %s\n  storage:     %s\n  host:        %s\n", v.Addr(), b.GRPCAddr(), describeStorage(bcfg), acfg.HostID)
+	fmt.Fprintf(stdout, "monitor standalone is running\n  UI and API:  http://%s/\n  broker gRPC: %s\n  storage:     %s\n  host:        %s\n  login:       admin\n", v.Addr(), b.GRPCAddr(), describeStorage(bcfg), acfg.HostID)
 	if generated {
 		fmt.Fprintf(stdout, "  admin password (generated, shown once): %s\n", password)
 	}
-	fmt.Fprintln(stdout, "  note: the API is open on loopback until JWT login lands; the admin password is for that login.")
 
 	// Each component gets its own context so they stop in order.
 	type comp struct {

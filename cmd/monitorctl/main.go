@@ -4,8 +4,15 @@
 //
 // Commands:
 //
-//	status                 members, leader, term, commit index, ring version, shards
-//	remove-broker ID       remove a broker from the cluster (admin)
+//	status                 members, leader, term, commit index, ring version,
+//	                       shards with host counts, migration progress
+//	remove-broker ID       remove a broker from the cluster (admin); a new
+//	                       broker joins by starting with -join ADDR
+//	shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls]
+//	                       put a Redis shard on the ring (admin); the hosts
+//	                       the new ring gives it move there live
+//	shard remove ID        drain a shard and take it off (admin)
+//	wait-migration         wait until no ring change is moving hosts
 //
 // Credentials come from -user/-password or MONITOR_USER/MONITOR_PASSWORD.
 package main
@@ -13,10 +20,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -43,7 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	password := fs.String("password", os.Getenv("MONITOR_PASSWORD"), "admin password (env MONITOR_PASSWORD)")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline of the command")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: monitorctl [-broker ADDR] [-json] [-user U -password P] status | remove-broker ID")
+		fmt.Fprintln(stderr, "usage: monitorctl [-broker ADDR] [-json] [-user U -password P] status | remove-broker ID | shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls] | shard remove ID | wait-migration")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -74,6 +83,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		st, err = c.RemoveBroker(admin, &monitorpb.RemoveMember{Id: fs.Arg(1)})
+	case "shard":
+		st, err = shardCmd(admin, c, fs.Args()[1:], stderr)
+		if err == errUsage {
+			return 2
+		}
+	case "wait-migration":
+		st, err = waitMigration(ctx, c, stderr)
 	default:
 		fmt.Fprintf(stderr, "monitorctl: unknown command %q\n", cmd)
 		fs.Usage()
@@ -114,11 +130,99 @@ func printStatus(w io.Writer, st *monitorpb.StatusResponse) {
 	if len(st.GetShards()) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SHARD\tADDRESSES\tDRAINING")
+		fmt.Fprintln(tw, "SHARD\tADDRESSES\tHOSTS\tSTATE")
 		for _, s := range st.GetShards() {
-			fmt.Fprintf(tw, "%s\t%v\t%v\n", s.GetId(), s.GetAddrs(), s.GetDraining())
+			state := "on ring"
+			if s.GetDraining() {
+				state = "draining"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", s.GetId(), strings.Join(s.GetAddrs(), ","), st.GetShardHosts()[s.GetId()], state)
 		}
 		tw.Flush()
+	}
+	if m := st.GetMigration(); m != nil && m.GetFromVersion() > 0 {
+		fmt.Fprintln(w)
+		state := "running"
+		end := time.Now()
+		if m.GetDone() {
+			state, end = "done", time.UnixMilli(m.GetFinishedUnixMs())
+		}
+		took := end.Sub(time.UnixMilli(m.GetStartedUnixMs())).Round(time.Millisecond)
+		fmt.Fprintf(w, "migration to ring %d (from %d): %s, %d/%d hosts moved, %d keys copied, %s\n",
+			m.GetRingVersion(), m.GetFromVersion(), state, m.GetHostsMoved(), m.GetHostsTotal(), m.GetKeysCopied(), took)
+		if m.GetError() != "" {
+			fmt.Fprintf(w, "last error (retried): %s\n", m.GetError())
+		}
+	}
+}
+
+var errUsage = errors.New("usage")
+
+// shardCmd runs `shard add` and `shard remove`.
+func shardCmd(ctx context.Context, c monitorpb.ClusterServiceClient, args []string, stderr io.Writer) (*monitorpb.StatusResponse, error) {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "monitorctl: shard needs add or remove")
+		return nil, errUsage
+	}
+	switch args[0] {
+	case "add":
+		fs := flag.NewFlagSet("shard add", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		db := fs.Int("db", 0, "Redis database (0 … 15)")
+		cluster := fs.Bool("cluster", false, "the addresses are seed nodes of a Redis Cluster")
+		user := fs.String("user", "", "Redis ACL user (the password comes from the brokers' configuration)")
+		tls := fs.Bool("tls", false, "connect with TLS")
+		// Flags may follow the positional arguments.
+		var pos []string
+		rest := args[1:]
+		for len(rest) > 0 {
+			if err := fs.Parse(rest); err != nil {
+				return nil, errUsage
+			}
+			if fs.NArg() == 0 {
+				break
+			}
+			pos = append(pos, fs.Arg(0))
+			rest = fs.Args()[1:]
+		}
+		if len(pos) != 2 {
+			fmt.Fprintln(stderr, "monitorctl: shard add needs ID and ADDR[,REPLICA...]")
+			return nil, errUsage
+		}
+		return c.AddShard(ctx, &monitorpb.Shard{Id: pos[0], Addrs: strings.Split(pos[1], ","), Db: int32(*db),
+			Cluster: *cluster, Username: *user, Tls: *tls})
+	case "remove":
+		if len(args) != 2 {
+			fmt.Fprintln(stderr, "monitorctl: shard remove needs the shard id")
+			return nil, errUsage
+		}
+		return c.RemoveStorageShard(ctx, &monitorpb.RemoveShard{Id: args[1]})
+	}
+	fmt.Fprintf(stderr, "monitorctl: unknown shard command %q\n", args[0])
+	return nil, errUsage
+}
+
+// waitMigration follows the cluster's Watch stream until no ring change is
+// moving hosts.
+func waitMigration(ctx context.Context, c monitorpb.ClusterServiceClient, stderr io.Writer) (*monitorpb.StatusResponse, error) {
+	stream, err := c.Watch(ctx, &monitorpb.StatusRequest{})
+	if err != nil {
+		return nil, err
+	}
+	var last uint64
+	for {
+		st, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		m := st.GetMigration()
+		if m == nil || m.GetDone() {
+			return st, nil
+		}
+		if m.GetHostsMoved() != last {
+			last = m.GetHostsMoved()
+			fmt.Fprintf(stderr, "ring %d: %d/%d hosts moved\n", m.GetRingVersion(), m.GetHostsMoved(), m.GetHostsTotal())
+		}
 	}
 }
 

@@ -52,7 +52,8 @@ type Writer interface {
 
 // Sharded is implemented by writers whose hosts live on independent shards
 // (pkg/storage/redisstore). ShardOf must be a pure function of the host id
-// with a result in [0, ShardCount()).
+// (for a given ring) with a result >= 0; a result beyond the lanes made for
+// ShardCount() at New shares a lane.
 type Sharded interface {
 	ShardCount() int
 	ShardOf(hostID string) int
@@ -243,11 +244,15 @@ func New(w Writer, cfg Config, logger *slog.Logger) *Queue {
 // Lanes is the number of lanes (1, or the writer's shard count).
 func (q *Queue) Lanes() int { return len(q.lanes) }
 
+// laneOf is the host's lane: its shard's. The lanes are made for the
+// shards at New; when the writer's ring changes later (a shard added to a
+// cluster) shards beyond them share lanes by index, until the broker
+// restarts.
 func (q *Queue) laneOf(hostID string) int {
 	if q.sharded == nil {
 		return 0
 	}
-	return q.sharded.ShardOf(hostID)
+	return q.sharded.ShardOf(hostID) % len(q.lanes)
 }
 
 // Enqueue offers snaps for writing and returns at once: nil when admitted

@@ -1,5 +1,8 @@
-// Command visualization runs the visualization server: the HTTP JSON API and
-// status page over the brokers.
+// Command visualization runs the visualization server: the HTTP JSON API,
+// the WebSocket push channel and the status page over the brokers, behind
+// JWT login. MONITOR_JWT_SECRET and MONITOR_CLUSTER_SECRET override the
+// secrets of the file; the server refuses to start without a JWT secret of
+// at least 32 bytes and at least one user (-check-config says so too).
 //
 //	visualization -config configs/visualization.yaml [-broker ADDR[,ADDR...]] [-http ADDR] [-quic ADDR] [-check-config] [-log-level LEVEL]
 package main
@@ -35,11 +38,16 @@ func run() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	cfg.FromEnv(os.Getenv)
 	if err := flags.Apply(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := cfg.Ready(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}

@@ -16,14 +16,27 @@
 // choice first, then the others), and resends everything unacknowledged
 // in fresh batches.
 //
+// Membership: SetBrokers replaces the broker list (the agent feeds it from
+// pkg/membership) and rebuilds the order. When the ring's choice for the
+// host changes to a broker other than the current one, or the current
+// broker left the list, the session is handed over cleanly: no new batch is
+// sent, the batches in flight are acknowledged (or resent and acknowledged
+// after a FlowControl), the stream is half-closed, and the uplink connects
+// to the new first choice at once, which continues the sequence. Nothing is
+// sent twice and nothing held is dropped. A change that leaves the ring's
+// choice where it was (or a failover broker still listed) keeps the stream.
+// Failover goes through the listed brokers in order, then through the
+// configured ones (Config.Brokers) that are not listed: a cluster that
+// advertises addresses this host cannot reach does not cut it off.
+//
 // Shutdown: when Run's ctx ends, the uplink keeps sending (and reconnecting
 // if need be) until the spool is empty or ShutdownTimeout has passed, then
 // half-closes the stream and waits for the broker to end it. What is still
 // unacknowledged stays in the spool.
 //
-// Concurrency: Run is called once; Stats is safe from any goroutine. Each
-// connection owns two goroutines (ack receiver, heartbeats), both ended and
-// waited for before the connection is closed.
+// Concurrency: Run is called once; Stats, Order and SetBrokers are safe
+// from any goroutine. Each connection owns two goroutines (ack receiver,
+// heartbeats), both ended and waited for before the connection is closed.
 package uplink
 
 import (
@@ -33,6 +46,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +88,7 @@ type Stats struct {
 	Rejected      uint64 // items the broker refused (listed in acks)
 	FlowControls  uint64 // FlowControl messages received
 	Reconnects    uint64 // connections lost or refused
+	Moves         uint64 // streams handed over to another broker after a membership change
 	BatchesSent   uint64 // batches sent, resends included
 	BatchesResent uint64 // batches sent again after FlowControl
 	Connected     bool   // a stream is established now
@@ -85,14 +100,18 @@ type Uplink struct {
 	cfg      Config
 	log      *slog.Logger
 	sp       *spool.Spool
-	order    []string
 	hostInfo HostInfoFunc
+
+	seeds   []string // Config.Brokers: the last resort of failover
+	mu      sync.Mutex
+	order   []string      // guarded by mu: the brokers by ring preference for the host
+	reorder chan struct{} // one slot: the order changed (SetBrokers)
 
 	nextSeq uint64 // owned by Run's goroutine
 
-	acked, rejected, flowControls, reconnects, sent, resent, snapsSent atomic.Uint64
-	connected                                                          atomic.Bool
-	broker                                                             atomic.Pointer[string]
+	acked, rejected, flowControls, reconnects, moves, sent, resent, snapsSent atomic.Uint64
+	connected                                                                 atomic.Bool
+	broker                                                                    atomic.Pointer[string]
 
 	rejectLog logLimiter
 }
@@ -102,30 +121,116 @@ func New(cfg Config, sp *spool.Spool, hostInfo HostInfoFunc, logger *slog.Logger
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("uplink: no brokers")
 	}
-	ring, err := hash.New(cfg.Brokers, hash.DefaultVirtualNodes)
+	order, err := preference(cfg.HostID, cfg.Brokers)
 	if err != nil {
-		return nil, fmt.Errorf("broker ring: %w", err)
+		return nil, err
 	}
 	return &Uplink{
 		cfg:       cfg,
 		log:       logger,
 		sp:        sp,
-		order:     ring.Preference(cfg.HostID),
+		seeds:     slices.Clone(cfg.Brokers),
+		order:     order,
+		reorder:   make(chan struct{}, 1),
 		hostInfo:  hostInfo,
 		nextSeq:   1,
 		rejectLog: logLimiter{every: 10 * time.Second},
 	}, nil
 }
 
+// preference orders brokers by the ring's preference for hostID.
+func preference(hostID string, brokers []string) ([]string, error) {
+	ring, err := hash.New(brokers, hash.DefaultVirtualNodes)
+	if err != nil {
+		return nil, fmt.Errorf("broker ring: %w", err)
+	}
+	return ring.Preference(hostID), nil
+}
+
 // Order returns the brokers in the order the uplink tries them.
-func (u *Uplink) Order() []string { return append([]string(nil), u.order...) }
+func (u *Uplink) Order() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.order)
+}
+
+// pick returns the broker to try next and the ring's choice (read
+// together, so a session knows what "first" meant when it was chosen).
+// With failed empty it is the ring's choice; else the broker after failed
+// in the failover cycle (the order, then the configured brokers not in
+// it), or the first when failed is in neither.
+func (u *Uplink) pick(failed string) (addr, pref string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if failed == "" {
+		return u.order[0], u.order[0]
+	}
+	cycle := slices.Clone(u.order)
+	for _, s := range u.seeds {
+		if !slices.Contains(cycle, s) {
+			cycle = append(cycle, s)
+		}
+	}
+	i := slices.Index(cycle, failed)
+	return cycle[(i+1)%len(cycle)], u.order[0]
+}
+
+// SetBrokers replaces the broker list (gRPC addresses, in any order;
+// duplicates and empty ones are ignored) and rebuilds the ring. If the
+// ring's choice moved away from the broker streamed to, or that broker is
+// no longer listed, the stream is handed over (see the package comment).
+// An empty list is refused and the old one kept.
+func (u *Uplink) SetBrokers(addrs []string) error {
+	var list []string
+	for _, a := range addrs {
+		if a != "" && !slices.Contains(list, a) {
+			list = append(list, a)
+		}
+	}
+	if len(list) == 0 {
+		return errors.New("uplink: empty broker list; keeping the current one")
+	}
+	order, err := preference(u.cfg.HostID, list)
+	if err != nil {
+		return err
+	}
+	u.mu.Lock()
+	changed := !slices.Equal(order, u.order)
+	u.order = order
+	u.mu.Unlock()
+	if changed {
+		u.log.Info("broker ring changed", "order", order)
+		select {
+		case u.reorder <- struct{}{}:
+		default: // a signal is pending already
+		}
+	}
+	return nil
+}
+
+// moveReason says why a stream to addr should be handed over after the
+// order changed, or "" to keep it. pref is the ring's choice the last time
+// it was looked at (updated here): a failover broker is kept while the
+// ring's choice stays the same.
+func (u *Uplink) moveReason(addr string, pref *string) string {
+	order := u.Order()
+	was := *pref
+	*pref = order[0]
+	switch {
+	case !slices.Contains(order, addr):
+		return "the broker left the cluster"
+	case order[0] != addr && order[0] != was:
+		return "the ring of brokers moved this host"
+	}
+	return ""
+}
 
 // Stats returns the counters.
 func (u *Uplink) Stats() Stats {
 	s := Stats{
 		Acked: u.acked.Load(), Rejected: u.rejected.Load(), FlowControls: u.flowControls.Load(),
 		Reconnects: u.reconnects.Load(), BatchesSent: u.sent.Load(), BatchesResent: u.resent.Load(),
-		SnapshotsSent: u.snapsSent.Load(), Connected: u.connected.Load(),
+		SnapshotsSent: u.snapsSent.Load(), Connected: u.connected.Load(), Moves: u.moves.Load(),
 	}
 	if b := u.broker.Load(); b != nil {
 		s.Broker = *b
@@ -134,8 +239,12 @@ func (u *Uplink) Stats() Stats {
 }
 
 // errDrained ends a session after shutdown once everything was acked and
-// the broker closed the stream.
-var errDrained = errors.New("drained")
+// the broker closed the stream; errMoved ends one handed over to another
+// broker after a membership change, everything sent acknowledged.
+var (
+	errDrained = errors.New("drained")
+	errMoved   = errors.New("handed over to another broker")
+)
 
 // Run streams until ctx ends, then drains (see the package comment) and
 // returns the number of snapshots left unacknowledged in the spool.
@@ -169,7 +278,7 @@ func (u *Uplink) Run(ctx context.Context) (unacked int) {
 	}()
 
 	failures := 0 // consecutive failed connection attempts
-	idx := 0      // into u.order
+	addr, pref := u.pick("")
 	var downSince time.Time
 	for {
 		if ctx.Err() != nil && u.sp.Len() == 0 {
@@ -178,22 +287,29 @@ func (u *Uplink) Run(ctx context.Context) (unacked int) {
 		if life.Err() != nil {
 			return u.sp.Len()
 		}
-		addr := u.order[idx]
-		healthy, err := u.session(ctx, life, addr)
+		healthy, err := u.session(ctx, life, addr, pref)
 		if errors.Is(err, errDrained) {
 			return u.sp.Len()
 		}
 		if life.Err() != nil {
 			return u.sp.Len()
 		}
+		if errors.Is(err, errMoved) {
+			u.moves.Add(1)
+			failures, downSince = 0, time.Time{}
+			addr, pref = u.pick("")
+			continue // a clean handover: no backoff
+		}
 		u.reconnects.Add(1)
 		if healthy {
-			failures, idx = 0, 0
-			downSince = time.Now()
 			u.log.Warn("broker stream lost; reconnecting", "broker", addr, "err", err)
+			failures = 0
+			addr, pref = u.pick("")
+			downSince = time.Now()
 		} else {
 			failures++
-			idx = (idx + 1) % len(u.order)
+			failed := addr
+			addr, pref = u.pick(failed)
 			if downSince.IsZero() {
 				downSince = time.Now()
 			}
@@ -202,12 +318,16 @@ func (u *Uplink) Run(ctx context.Context) (unacked int) {
 			if isPow2(failures) {
 				lvl = slog.LevelWarn
 			}
-			u.log.Log(ctx, lvl, "cannot reach broker", "broker", addr, "next", u.order[idx],
+			u.log.Log(ctx, lvl, "cannot reach broker", "broker", failed, "next", addr,
 				"failures", failures, "down_for", time.Since(downSince).Round(time.Millisecond), "err", err)
 		}
 		t := time.NewTimer(u.backoff(failures))
 		select {
 		case <-t.C:
+		case <-u.reorder:
+			// New brokers: try the ring's choice now rather than wait.
+			t.Stop()
+			addr, pref = u.pick("")
 		case <-life.Done():
 			t.Stop()
 			return u.sp.Len()
@@ -247,7 +367,10 @@ type inflight struct {
 // least MaxBackoff. A broker that accepts streams and then drops them at
 // once is not healthy, so it is backed off from and failed over like one
 // that refuses connections.
-func (u *Uplink) session(ctx, life context.Context, addr string) (healthy bool, err error) {
+//
+// pref is the ring's choice when addr was picked: a membership change that
+// moves the ring's choice elsewhere hands the session over.
+func (u *Uplink) session(ctx, life context.Context, addr, pref string) (healthy bool, err error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return false, fmt.Errorf("dial broker %s: %w", addr, err)
@@ -266,7 +389,7 @@ func (u *Uplink) session(ctx, life context.Context, addr string) (healthy bool, 
 	if err != nil {
 		return false, fmt.Errorf("open ingest stream to %s: %w", addr, err)
 	}
-	s := &session{u: u, stream: stream, cancel: cancel}
+	s := &session{u: u, stream: stream, cancel: cancel, addr: addr, pref: pref}
 	if err := s.send(&monitorpb.IngestRequest{Kind: &monitorpb.IngestRequest_Hello{Hello: &monitorpb.Hello{AgentId: u.cfg.HostID, Version: u.cfg.Version}}}); err != nil {
 		return false, fmt.Errorf("send hello to %s: %w", addr, err)
 	}
@@ -361,6 +484,8 @@ type session struct {
 	u      *Uplink
 	stream monitorpb.MonitorService_IngestClient
 	cancel context.CancelCauseFunc
+	addr   string // the broker
+	pref   string // the ring's choice when last looked at
 
 	window       []inflight
 	nextPos      uint64 // spool position of the first snapshot not yet batched
@@ -451,22 +576,30 @@ func (s *session) run(ctx, sctx context.Context, responses <-chan *monitorpb.Ing
 	s.nextPos, _ = u.sp.Bounds() // everything held is unacknowledged: send it all
 	spoolReady := u.sp.Ready()
 	ctxDone := ctx.Done()
-	draining, closing := false, false
-	var pause <-chan time.Time
+	reorder := u.reorder
+	// draining: ctx ended, deliver everything held; moving: hand over to
+	// another broker once the window is acknowledged; closing: half-closed.
+	draining, moving, closing := false, false, false
+	var pause, closeWait <-chan time.Time
 	check := max(u.cfg.AckTimeout/4, 10*time.Millisecond)
 	watchdog := time.NewTicker(check)
 	defer watchdog.Stop()
 
 	for {
-		if draining && !closing && u.sp.Len() == 0 {
-			// Everything is acknowledged: half-close and wait for the
+		if !closing && (draining && u.sp.Len() == 0 || moving && len(s.window) == 0) {
+			// Everything sent is acknowledged: half-close and wait for the
 			// broker to end the stream.
 			if err := s.stream.CloseSend(); err != nil {
 				return fmt.Errorf("close ingest stream: %w", err)
 			}
 			closing = true
+			if moving {
+				// Nothing is outstanding: a broker slow to end the stream
+				// does not hold up the handover for long.
+				closeWait = time.After(u.cfg.RPCTimeout)
+			}
 		}
-		if !s.paused && !closing {
+		if !s.paused && !closing && !moving {
 			if err := s.fill(); err != nil {
 				return err
 			}
@@ -474,6 +607,18 @@ func (s *session) run(ctx, sctx context.Context, responses <-chan *monitorpb.Ing
 		select {
 		case <-ctxDone:
 			draining, ctxDone = true, nil
+		case <-reorder:
+			if closing {
+				break // everything is delivered; the stream is ending anyway
+			}
+			if why := u.moveReason(s.addr, &s.pref); why != "" {
+				moving, reorder = true, nil
+				u.log.Info("handing the stream over to another broker once the batches in flight are acknowledged",
+					"reason", why, "from", s.addr, "to", s.pref, "in_flight", len(s.window))
+			}
+		case <-closeWait:
+			u.log.Debug("broker did not end the handed-over stream in time; closing it", "broker", s.addr)
+			return errMoved
 		case <-spoolReady:
 		case resp := <-responses:
 			if err := s.handle(resp, &pause); err != nil {
@@ -482,9 +627,12 @@ func (s *session) run(ctx, sctx context.Context, responses <-chan *monitorpb.Ing
 		case err := <-recvErr:
 			if closing {
 				// We half-closed with everything acknowledged: however the
-				// broker ends the stream, the drain is complete.
+				// broker ends the stream, the drain (or handover) is complete.
 				if !errors.Is(err, io.EOF) {
 					u.log.Debug("broker ended the drained stream with an error", "err", err)
+				}
+				if moving {
+					return errMoved
 				}
 				return errDrained
 			}

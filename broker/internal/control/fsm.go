@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -106,6 +107,29 @@ func (f *FSM) Apply(l *raft.Log) any {
 		if err := removeShard(st, s.GetId()); err != nil {
 			return err
 		}
+	case monitorpb.CommandType_COMMAND_TYPE_INIT_SHARDS:
+		var in monitorpb.InitShards
+		if err := unmarshal(typ, payload, &in); err != nil {
+			return err
+		}
+		if len(st.Shards) > 0 {
+			return rejectf("the cluster already has %d storage shards; add more with AddShard", len(st.Shards))
+		}
+		var shards []*monitorpb.Shard
+		for _, s := range in.GetShards() {
+			if s.GetId() == "" || s.GetDraining() {
+				return rejectf("initial shard %q: empty id or draining", s.GetId())
+			}
+			shards = putBy(shards, s, func(x *monitorpb.Shard) string { return x.GetId() })
+		}
+		if len(shards) == 0 {
+			return rejectf("no initial shards")
+		}
+		st.Shards = shards
+		st.RingVersion++
+		now := l.AppendedAt.UnixMilli()
+		st.Migration = &monitorpb.Migration{RingVersion: st.RingVersion, FromVersion: st.RingVersion - 1,
+			ToShards: RingOf(shards), Done: true, StartedUnixMs: now, FinishedUnixMs: now}
 	case monitorpb.CommandType_COMMAND_TYPE_PUT_MIGRATION:
 		var m monitorpb.Migration
 		if err := unmarshal(typ, payload, &m); err != nil {
@@ -272,6 +296,21 @@ func (f *FSM) AppliedIndex() uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.index
+}
+
+// Host returns the registry's record of a host (nil when absent); the
+// caller must not modify it.
+func (f *FSM) Host(id string) *monitorpb.RegisteredHost {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	hs := f.state.GetHosts()
+	i, ok := slices.BinarySearchFunc(hs, id, func(h *monitorpb.RegisteredHost, id string) int {
+		return strings.Compare(h.GetHostId(), id)
+	})
+	if !ok {
+		return nil
+	}
+	return hs[i]
 }
 
 // Setting returns a setting's value.

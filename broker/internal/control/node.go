@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -29,7 +30,10 @@ type NodeConfig struct {
 	ID        string // unique, stable across restarts (the broker's node_id)
 	BindAddr  string // TCP address for Raft traffic; port 0 picks one
 	Advertise string // address other members dial; empty: the bound address
-	DataDir   string // holds wal/ (log and stable store) and snapshots/
+	// AdvertiseHost replaces a wildcard bound host (0.0.0.0, ::) in the
+	// advertised address when Advertise is empty.
+	AdvertiseHost string
+	DataDir       string // holds wal/ (log and stable store) and snapshots/
 
 	HeartbeatTimeout time.Duration // the seed's 500 ms
 	ElectionTimeout  time.Duration // the seed's 1 s
@@ -136,7 +140,12 @@ func Start(cfg NodeConfig, logger *slog.Logger) (*Node, error) {
 			l.Close()
 			return nil, fmt.Errorf("control: raft advertise address %q: %w", cfg.Advertise, err)
 		}
-	} else if t := l.Addr().(*net.TCPAddr); t.IP.IsUnspecified() {
+	} else if t := l.Addr().(*net.TCPAddr); t.IP.IsUnspecified() && cfg.AdvertiseHost != "" {
+		if adv, err = net.ResolveTCPAddr("tcp", net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(t.Port))); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("control: raft advertise host %q: %w", cfg.AdvertiseHost, err)
+		}
+	} else if t.IP.IsUnspecified() {
 		l.Close()
 		return nil, fmt.Errorf("control: raft binds %s; set an advertise address other members can dial", cfg.BindAddr)
 	}

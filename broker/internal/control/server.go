@@ -60,7 +60,14 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // by gRPC address of other members
+
+	quit     chan struct{} // closed by Drain: Watch streams end
+	quitOnce sync.Once
 }
+
+// Drain ends the Watch streams (before a graceful gRPC stop, which waits
+// for every stream).
+func (s *Server) Drain() { s.quitOnce.Do(func() { close(s.quit) }) }
 
 // NewServer serves the cluster API for node; self is this broker's record.
 func NewServer(node *Node, self *monitorpb.Member, creds Credentials, opts ServerOptions, logger *slog.Logger) *Server {
@@ -70,7 +77,8 @@ func NewServer(node *Node, self *monitorpb.Member, creds Credentials, opts Serve
 	if opts.WatchInterval <= 0 {
 		opts.WatchInterval = 100 * time.Millisecond
 	}
-	return &Server{node: node, self: self, creds: creds, opts: opts, log: logger, conns: map[string]*grpc.ClientConn{}}
+	return &Server{node: node, self: self, creds: creds, opts: opts, log: logger, conns: map[string]*grpc.ClientConn{},
+		quit: make(chan struct{})}
 }
 
 // Close closes connections to other members.
@@ -370,8 +378,10 @@ func (s *Server) Watch(_ *monitorpb.StatusRequest, stream monitorpb.ClusterServi
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.quit:
+			return status.Error(codes.Unavailable, "broker shutting down; watch another broker")
 		case <-s.node.done:
-			return status.Error(codes.Unavailable, "broker shutting down")
+			return status.Error(codes.Unavailable, "broker shutting down; watch another broker")
 		case <-fsmCh:
 		case <-leaderCh:
 		}

@@ -45,6 +45,9 @@ func (s *Service) Ingest(stream monitorpb.MonitorService_IngestServer) error {
 	s.streams.Add(1)
 	defer s.streams.Add(-1)
 	ctx := stream.Context()
+	if err := s.waitReady(ctx); err != nil {
+		return err
+	}
 
 	first, err := stream.Recv()
 	if err != nil {

@@ -32,8 +32,15 @@ func (s *Service) Register(ctx context.Context, req *monitorpb.RegisterRequest) 
 		Kernel: info.GetKernel(), Arch: info.GetArch(), CPUCount: info.GetCpuCount(), MemoryBytes: info.GetMemoryBytes(),
 		Labels: info.GetLabels(), AgentVersion: info.GetAgentVersion(), BootTime: info.GetBootTime(),
 	}
-	if _, err := s.store.RegisterHost(ctx, h, s.opts.Now()); err != nil {
+	if err := s.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	now := s.opts.Now()
+	if _, err := s.store.RegisterHost(ctx, h, now); err != nil {
 		return nil, storageErr("register host", err)
+	}
+	if s.opts.OnRegister != nil {
+		s.opts.OnRegister(h, now)
 	}
 	return &monitorpb.RegisterResponse{HeartbeatIntervalMs: uint32(s.opts.HeartbeatInterval / time.Millisecond)}, nil
 }
@@ -42,6 +49,9 @@ func (s *Service) Register(ctx context.Context, req *monitorpb.RegisterRequest) 
 func (s *Service) Heartbeat(ctx context.Context, req *monitorpb.HeartbeatRequest) (*monitorpb.HeartbeatResponse, error) {
 	if err := storage.ValidateHostID(req.GetHostId()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.waitReady(ctx); err != nil {
+		return nil, err
 	}
 	known, err := s.store.Heartbeat(ctx, req.GetHostId(), s.opts.Now())
 	if err != nil {

@@ -23,10 +23,14 @@
 package service
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/monitorhq/monitor/broker/internal/hub"
 	"github.com/monitorhq/monitor/broker/internal/ingest"
@@ -54,6 +58,13 @@ type Options struct {
 	Query             QueryOptions // resolution choice of range queries (query.go)
 	SubscriberBuffer  int          // batches queued per Subscribe stream
 	Now               func() time.Time
+	// Ready, when set, holds back Ingest, Register and Heartbeat until it
+	// is closed: a clustered broker closes it once it routes hosts by the
+	// cluster's current storage ring, so it never writes by a stale one.
+	Ready <-chan struct{}
+	// OnRegister, when set, is told of every stored registration (the
+	// broker records hosts in the cluster's registry). It must not block.
+	OnRegister func(h storage.Host, at time.Time)
 }
 
 // Stats are the service's counters since start.
@@ -111,6 +122,34 @@ func New(store storage.Store, opts Options, logger *slog.Logger) *Service {
 		store: store, queue: queue.New(store, opts.Queue, logger), hub: hub.New(),
 		opts: opts, log: logger, drain: make(chan struct{}),
 	}
+}
+
+// readyWait is how long a call waits for Ready before it is turned away
+// (Unavailable: agents try another broker).
+const readyWait = 5 * time.Second
+
+// waitReady blocks until the broker routes by the cluster's ring (Ready),
+// or fails with Unavailable when ctx ends or the service drains first.
+func (s *Service) waitReady(ctx context.Context) error {
+	if s.opts.Ready == nil {
+		return nil
+	}
+	select {
+	case <-s.opts.Ready:
+		return nil
+	default:
+	}
+	t := time.NewTimer(readyWait)
+	defer t.Stop()
+	select {
+	case <-s.opts.Ready:
+		return nil
+	case <-s.drain:
+		return errDraining
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return status.Error(codes.Unavailable, "broker is not ready: it has not applied the cluster's storage ring yet; try another broker")
 }
 
 // Drain stops ingest (see the package comment) and ends Subscribe streams.

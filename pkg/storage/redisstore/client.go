@@ -193,6 +193,10 @@ type shard struct {
 	next     atomic.Uint32
 	keys     keyspace
 	cluster  bool
+	conf     ShardConfig
+	// refs counts the topologies that hold the shard (topology.go); the
+	// last one to let go closes it.
+	refs atomic.Int64
 }
 
 // writePipeline is a MULTI/EXEC pipeline on a single server. A Redis
@@ -213,7 +217,7 @@ func openShard(sc ShardConfig, name, prefix string, readFromReplicas bool) (*sha
 	if err != nil {
 		return nil, fmt.Errorf("shard %s: %w", name, err)
 	}
-	sh := &shard{name: name, keys: keyspace{prefix: prefix, tag: sc.Cluster}, cluster: sc.Cluster}
+	sh := &shard{name: name, keys: keyspace{prefix: prefix, tag: sc.Cluster}, cluster: sc.Cluster, conf: sc}
 	noMaint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	if sc.Cluster {
 		opts := func(readOnly bool) *redis.ClusterOptions {

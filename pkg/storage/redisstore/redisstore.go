@@ -199,15 +199,8 @@ func (c Config) validate() error {
 	if len(c.Shards) == 0 {
 		return errors.New("no shards configured")
 	}
-	seen := map[string]int{}
-	for i, s := range c.Shards {
-		if err := s.validate(i); err != nil {
-			return err
-		}
-		if j, dup := seen[s.name()]; dup {
-			return fmt.Errorf("shard %d: %s is listed twice (also shard %d)", i+1, s.name(), j)
-		}
-		seen[s.name()] = i + 1
+	if err := validateRing(c.Shards); err != nil {
+		return err
 	}
 	if c.Retention < time.Second {
 		return fmt.Errorf("retention %v is shorter than 1s", c.Retention)
@@ -229,12 +222,19 @@ func (c Config) validate() error {
 
 // Store is the Redis backend. Create it with New.
 type Store struct {
-	cfg      Config
-	shards   []*shard
-	ring     *hash.Ring
-	logger   *slog.Logger
+	cfg    Config
+	logger *slog.Logger
+	now    func() time.Time
+	// hostsTTL is how long a hosts set outlives its latest activity, and
+	// how old a member may get before it is dropped: as long as any key
+	// of the member's host may live, so that HostsOn finds every host
+	// that still has data.
 	hostsTTL time.Duration
-	now      func() time.Time
+
+	// topo is the current topology (nil once closed); mu serializes
+	// SetTopology and Close.
+	topo atomic.Pointer[topology]
+	mu   sync.Mutex
 
 	// tokenPrefix and commits name rollup commits' temporary keys.
 	tokenPrefix string
@@ -247,7 +247,8 @@ type Store struct {
 var _ storage.Store = (*Store)(nil)
 
 // New connects to every shard, pings it and loads the rollup script; an
-// unreachable shard is an error that names it (never its password).
+// unreachable shard is an error that names it (never its password). The
+// store starts at Topology{Version: 0, Shards: cfg.Shards}.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -256,67 +257,54 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	names := make([]string, len(cfg.Shards))
-	for i, sc := range cfg.Shards {
-		names[i] = sc.name()
-	}
-	ring, err := hash.New(names, cfg.VirtualNodes)
-	if err != nil {
-		return nil, fmt.Errorf("redis storage: %w", err)
-	}
 	var token [6]byte
 	if _, err := rand.Read(token[:]); err != nil {
 		return nil, fmt.Errorf("redis storage: %w", err)
 	}
+	keep := max(cfg.HostTTL, cfg.Retention)
+	if !cfg.NoRollups {
+		keep = max(keep, cfg.Rollups.Minute, cfg.Rollups.Hour)
+	}
 	s := &Store{
 		cfg:         cfg,
-		ring:        ring,
 		logger:      logger,
-		hostsTTL:    max(cfg.HostTTL, cfg.Retention),
+		hostsTTL:    keep,
 		now:         cfg.Now,
 		tokenPrefix: hex.EncodeToString(token[:]) + "-",
 	}
-	for i, sc := range cfg.Shards {
-		sh, err := openShard(sc, names[i], cfg.KeyPrefix, cfg.ReadFromReplicas)
-		if err != nil {
-			_ = s.Close()
-			return nil, fmt.Errorf("redis storage: %w", err)
-		}
-		s.shards = append(s.shards, sh)
+	t, err := s.buildTopology(ctx, Topology{Shards: cfg.Shards}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("redis storage: %w", err)
 	}
-	for _, sh := range s.shards {
-		if err := sh.client.Ping(ctx).Err(); err != nil {
-			_ = s.Close()
-			return nil, fmt.Errorf("redis storage: ping shard %s: %w", sh.name, err)
-		}
-		if !cfg.NoRollups {
-			if err := rollupCommit.Load(ctx, sh.client).Err(); err != nil {
-				_ = s.Close()
-				return nil, fmt.Errorf("redis storage: load the rollup script on shard %s: %w", sh.name, err)
-			}
-		}
-	}
+	s.topo.Store(t)
 	logger.Info("redis storage connected", "shards", cfg.Shards, "key_prefix", cfg.KeyPrefix, "retention", cfg.Retention,
 		"rollups", !cfg.NoRollups, "read_from_replicas", cfg.ReadFromReplicas)
 	return s, nil
 }
 
-// Close closes every shard's connections. It is safe to call more than once.
+// Close closes every shard's connections; calls still running finish
+// first on the shards they use. It is safe to call more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		var errs []error
-		for _, sh := range s.shards {
-			errs = append(errs, sh.close())
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		t := s.topo.Swap(nil)
+		if t != nil && t.refs.Add(-1) == 0 {
+			s.closeErr = t.drop()
 		}
-		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
 }
 
-// Ping pings every shard's primary (a replica that is down only moves its
-// reads to the primary).
+// Ping pings every shard's primary, of both rings during a move (a
+// replica that is down only moves its reads to the primary).
 func (s *Store) Ping(ctx context.Context) error {
-	for _, sh := range s.shards {
+	t, err := s.acquire()
+	if err != nil {
+		return fmt.Errorf("ping redis: %w", err)
+	}
+	defer s.release(t)
+	for _, sh := range t.all() {
 		if err := sh.client.Ping(ctx).Err(); err != nil {
 			return fmt.Errorf("ping redis shard %s: %w", sh.name, err)
 		}
@@ -324,16 +312,15 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-func (s *Store) shardIndex(hostID string) int {
-	if len(s.shards) == 1 {
-		return 0
-	}
-	return s.ring.LookupIndex(hostID)
-}
-
 // cutoff is the oldest timestamp reads still return.
 func (s *Store) cutoff() int64 {
 	return s.now().Add(-s.cfg.Retention).Unix()
+}
+
+// hostsCutoff is the oldest activity a hosts set member may have: older
+// members have no key left.
+func (s *Store) hostsCutoff() int64 {
+	return s.now().Add(-s.hostsTTL).Unix()
 }
 
 // keyspace builds one shard's key names; tag wraps host ids in braces (a
@@ -384,12 +371,17 @@ func (s *Store) WriteSnapshots(ctx context.Context, snaps []storage.Snapshot) er
 			return fmt.Errorf("write snapshots: snapshot %d: %w", i, err)
 		}
 	}
-	if len(s.shards) == 1 {
-		return s.writeShard(ctx, s.shards[0], snaps, nil)
+	t, err := s.acquire()
+	if err != nil {
+		return fmt.Errorf("write snapshots: %w", err)
 	}
-	groups := make([][]int, len(s.shards))
+	defer s.release(t)
+	if len(t.cur) == 1 {
+		return s.writeShard(ctx, t, t.cur[0], snaps, nil)
+	}
+	groups := make([][]int, len(t.cur))
 	for i := range snaps {
-		k := s.shardIndex(snaps[i].HostID)
+		k := t.ring.LookupIndex(snaps[i].HostID)
 		groups[k] = append(groups[k], i)
 	}
 	var g errgroup.Group
@@ -397,7 +389,7 @@ func (s *Store) WriteSnapshots(ctx context.Context, snaps []storage.Snapshot) er
 		if len(idx) == 0 {
 			continue
 		}
-		g.Go(func() error { return s.writeShard(ctx, s.shards[k], snaps, idx) })
+		g.Go(func() error { return s.writeShard(ctx, t, t.cur[k], snaps, idx) })
 	}
 	return g.Wait()
 }
@@ -406,18 +398,18 @@ func (s *Store) WriteSnapshots(ctx context.Context, snaps []storage.Snapshot) er
 // When the shard has lost the rollup script (a restart empties Redis'
 // script cache) it loads it and writes again: the raw writes are
 // idempotent and the script did not run.
-func (s *Store) writeShard(ctx context.Context, sh *shard, snaps []storage.Snapshot, idx []int) error {
-	err := s.writeShardOnce(ctx, sh, snaps, idx)
+func (s *Store) writeShard(ctx context.Context, t *topology, sh *shard, snaps []storage.Snapshot, idx []int) error {
+	err := s.writeShardOnce(ctx, t, sh, snaps, idx)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		if lerr := rollupCommit.Load(ctx, sh.client).Err(); lerr != nil {
 			return fmt.Errorf("reload the rollup script on redis shard %s: %w", sh.name, lerr)
 		}
-		err = s.writeShardOnce(ctx, sh, snaps, idx)
+		err = s.writeShardOnce(ctx, t, sh, snaps, idx)
 	}
 	return err
 }
 
-func (s *Store) writeShardOnce(ctx context.Context, sh *shard, snaps []storage.Snapshot, idx []int) error {
+func (s *Store) writeShardOnce(ctx context.Context, t *topology, sh *shard, snaps []storage.Snapshot, idx []int) error {
 	n := len(idx)
 	if idx == nil {
 		n = len(snaps)
@@ -472,12 +464,8 @@ func (s *Store) writeShardOnce(ctx context.Context, sh *shard, snaps []storage.S
 		}
 	}
 	if len(works) > 0 {
-		rp := sh.client.Pipeline()
-		for _, w := range works {
-			w.read(ctx, rp, sh.keys)
-		}
-		if _, err := rp.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("write %d snapshots to redis shard %s: read rollups: %w", n, sh.name, err)
+		if err := s.readRollups(ctx, t, sh, works); err != nil {
+			return fmt.Errorf("write %d snapshots to redis shard %s: %w", n, sh.name, err)
 		}
 	}
 
@@ -531,8 +519,11 @@ func (s *Store) writeShardOnce(ctx context.Context, sh *shard, snaps []storage.S
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("write %d snapshots to redis shard %s: %w", n, sh.name, err)
 	}
+	if w := fenced(works); w != nil {
+		return fmt.Errorf("write %d snapshots to redis shard %s: host %s: %w", n, sh.name, w.host, ErrHostMoving)
+	}
 	if retry := conflicted(works); len(retry) > 0 {
-		if err := s.rollUp(ctx, sh, retry); err != nil {
+		if err := s.rollUp(ctx, t, sh, retry); err != nil {
 			return fmt.Errorf("write %d snapshots to redis shard %s: %w", n, sh.name, err)
 		}
 	}
@@ -552,9 +543,21 @@ func (s *Store) Range(ctx context.Context, q storage.RangeQuery) ([]storage.Snap
 	if q.To < from {
 		return nil, nil
 	}
-	sh := s.shards[s.shardIndex(q.HostID)]
+	t, err := s.acquire()
+	if err != nil {
+		return nil, fmt.Errorf("range %s: %w", q.HostID, err)
+	}
+	defer s.release(t)
+	sh := t.owner(q.HostID)
+	if prev := t.prevOwner(q.HostID, sh); prev != nil {
+		out, err := s.rangeMoving(ctx, prev, sh, q, from)
+		if err != nil {
+			return nil, fmt.Errorf("range %s on redis shards %s and %s: %w", q.HostID, prev.name, sh.name, err)
+		}
+		return out, nil
+	}
 	var out []storage.Snapshot
-	err := s.history(ctx, sh, "range", func(c redis.UniversalClient) error {
+	err = s.history(ctx, sh, "range", func(c redis.UniversalClient) error {
 		var err error
 		out, err = s.readRange(ctx, c, sh, q, from)
 		return err
@@ -632,7 +635,32 @@ func (s *Store) Latest(ctx context.Context, hostID string) (storage.Snapshot, bo
 	if err := storage.ValidateHostID(hostID); err != nil {
 		return storage.Snapshot{}, false, fmt.Errorf("latest: %w", err)
 	}
-	sh := s.shards[s.shardIndex(hostID)]
+	t, err := s.acquire()
+	if err != nil {
+		return storage.Snapshot{}, false, fmt.Errorf("latest %s: %w", hostID, err)
+	}
+	defer s.release(t)
+	sh := t.owner(hostID)
+	prev := t.prevOwner(hostID, sh)
+	if prev == nil {
+		return s.latestOn(ctx, sh, hostID)
+	}
+	// The old owner first: a snapshot moved meanwhile is on the new one.
+	old, oldOK, err := s.latestOn(ctx, prev, hostID)
+	if err != nil {
+		return storage.Snapshot{}, false, err
+	}
+	snap, ok, err := s.latestOn(ctx, sh, hostID)
+	if err != nil {
+		return storage.Snapshot{}, false, err
+	}
+	if oldOK && (!ok || old.Timestamp > snap.Timestamp) {
+		return old, true, nil
+	}
+	return snap, ok, nil
+}
+
+func (s *Store) latestOn(ctx context.Context, sh *shard, hostID string) (storage.Snapshot, bool, error) {
 	keys, err := sh.client.ZRevRangeByScore(ctx, sh.keys.index(hostID), &redis.ZRangeBy{
 		Min: strconv.FormatInt(s.cutoff(), 10), Max: "+inf", Count: 1,
 	}).Result()
@@ -754,7 +782,12 @@ func (s *Store) RegisterHost(ctx context.Context, h storage.Host, at time.Time) 
 		}
 	}
 	ts := at.Unix()
-	sh := s.shards[s.shardIndex(h.ID)]
+	t, err := s.acquire()
+	if err != nil {
+		return storage.Host{}, fmt.Errorf("register host %s: %w", h.ID, err)
+	}
+	defer s.release(t)
+	sh := t.owner(h.ID)
 	key := sh.keys.host(h.ID)
 	pipe := sh.writePipeline()
 	pipe.HSetNX(ctx, key, fFirstSeen, ts)
@@ -775,6 +808,20 @@ func (s *Store) RegisterHost(ctx context.Context, h storage.Host, at time.Time) 
 		return storage.Host{}, fmt.Errorf("register host %s on redis shard %s: %w", h.ID, sh.name, err)
 	}
 	out.LastData = lastDataOf(last)
+	if prev := t.prevOwner(h.ID, sh); prev != nil {
+		// Moving here: the old owner may still hold the first
+		// registration and the newest data (MoveHost merges them alike).
+		pipe := prev.client.Pipeline()
+		first := pipe.HGet(ctx, prev.keys.host(h.ID), fFirstSeen)
+		last := s.lastData(ctx, pipe, prev, h.ID)
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return storage.Host{}, fmt.Errorf("register host %s: read its record on redis shard %s: %w", h.ID, prev.name, err)
+		}
+		if v, err := first.Int64(); err == nil && v > 0 && v < out.FirstSeen {
+			out.FirstSeen = v
+		}
+		out.LastData = max(out.LastData, lastDataOf(last))
+	}
 	return out, nil
 }
 
@@ -802,12 +849,36 @@ return 1
 `)
 
 // Heartbeat records a heartbeat of a registered host; known is false when
-// the host has no registration (never, or expired after HostTTL).
+// the host has no registration (never, or expired after HostTTL). While
+// the host moves, a heartbeat the new owner does not know goes to the old
+// owner, where its record still is.
 func (s *Store) Heartbeat(ctx context.Context, hostID string, at time.Time) (bool, error) {
 	if err := storage.ValidateHostID(hostID); err != nil {
 		return false, fmt.Errorf("heartbeat: %w", err)
 	}
-	sh := s.shards[s.shardIndex(hostID)]
+	t, err := s.acquire()
+	if err != nil {
+		return false, fmt.Errorf("heartbeat %s: %w", hostID, err)
+	}
+	defer s.release(t)
+	sh := t.owner(hostID)
+	known, err := s.heartbeatOn(ctx, sh, hostID, at)
+	if known || err != nil {
+		return known, err
+	}
+	prev := t.prevOwner(hostID, sh)
+	if prev == nil {
+		return false, nil
+	}
+	if known, err = s.heartbeatOn(ctx, prev, hostID, at); known || err != nil {
+		return known, err
+	}
+	// MoveHost copies the record before deleting it: gone from the old
+	// owner means it is on the new one now, if it was anywhere.
+	return s.heartbeatOn(ctx, sh, hostID, at)
+}
+
+func (s *Store) heartbeatOn(ctx context.Context, sh *shard, hostID string, at time.Time) (bool, error) {
 	n, err := heartbeatScript.Run(ctx, sh.client, []string{sh.keys.host(hostID)}, at.Unix(), ttlSeconds(s.cfg.HostTTL)).Int()
 	if err != nil {
 		return false, fmt.Errorf("heartbeat %s on redis shard %s: %w", hostID, sh.name, err)
@@ -827,23 +898,26 @@ func (s *Store) Heartbeat(ctx context.Context, hostID string, at time.Time) (boo
 func ttlSeconds(d time.Duration) int64 { return max(1, int64(math.Ceil(d.Seconds()))) }
 
 // Hosts lists the hosts active within the retention on every shard,
-// dropping stale members of the hosts sets on the way.
+// dropping members of the hosts sets that have no data left. During a move
+// it reads the previous ring's shards first, then the current ring's: a
+// host that moves in between is found on its new owner.
 func (s *Store) Hosts(ctx context.Context) ([]storage.Host, error) {
-	per := make([][]storage.Host, len(s.shards))
-	var g errgroup.Group
-	for i, sh := range s.shards {
-		g.Go(func() error {
-			hs, err := s.shardHosts(ctx, sh)
-			if err != nil {
-				return fmt.Errorf("list hosts on redis shard %s: %w", sh.name, err)
-			}
-			per[i] = hs
-			return nil
-		})
+	t, err := s.acquire()
+	if err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
 	}
-	if err := g.Wait(); err != nil {
+	defer s.release(t)
+	var per [][]storage.Host
+	if t.prev != nil {
+		if per, err = s.hostsOf(ctx, t.prev); err != nil {
+			return nil, err
+		}
+	}
+	cur, err := s.hostsOf(ctx, t.cur)
+	if err != nil {
 		return nil, err
 	}
+	per = append(per, cur...)
 	var out []storage.Host
 	if len(per) == 1 {
 		out = per[0]
@@ -866,6 +940,9 @@ func (s *Store) Hosts(ctx context.Context) ([]storage.Host, error) {
 				} else {
 					out[j].LastData = max(h.LastData, prev.LastData)
 				}
+				if prev.FirstSeen > 0 && (out[j].FirstSeen == 0 || prev.FirstSeen < out[j].FirstSeen) {
+					out[j].FirstSeen = prev.FirstSeen
+				}
 			}
 		}
 	}
@@ -873,10 +950,30 @@ func (s *Store) Hosts(ctx context.Context) ([]storage.Host, error) {
 	return out, nil
 }
 
+// hostsOf reads the hosts of shards concurrently.
+func (s *Store) hostsOf(ctx context.Context, shards []*shard) ([][]storage.Host, error) {
+	per := make([][]storage.Host, len(shards))
+	var g errgroup.Group
+	for i, sh := range shards {
+		g.Go(func() error {
+			hs, err := s.shardHosts(ctx, sh)
+			if err != nil {
+				return fmt.Errorf("list hosts on redis shard %s: %w", sh.name, err)
+			}
+			per[i] = hs
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return per, nil
+}
+
 func (s *Store) shardHosts(ctx context.Context, sh *shard) ([]storage.Host, error) {
 	cut := strconv.FormatInt(s.cutoff(), 10)
 	pipe := sh.client.Pipeline()
-	pipe.ZRemRangeByScore(ctx, sh.keys.hosts(), "-inf", "("+cut)
+	pipe.ZRemRangeByScore(ctx, sh.keys.hosts(), "-inf", "("+strconv.FormatInt(s.hostsCutoff(), 10))
 	idsCmd := pipe.ZRangeByScore(ctx, sh.keys.hosts(), &redis.ZRangeBy{Min: cut, Max: "+inf"})
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read hosts set: %w", err)

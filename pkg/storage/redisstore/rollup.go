@@ -44,7 +44,8 @@ import (
 // checks, two RENAMEs and a SETBIT.
 //
 //	KEYS   per bucket (B of them): the bucket, its temporary key; the seen
-//	       bitmaps (S); the minute and the hour index
+//	       bitmaps (S); the minute and the hour index; the host's move
+//	       fence (migrate.go)
 //	ARGV   B, then per bucket: the version read (8 bytes, "" when it did
 //	       not exist), expire-at (Unix s), the index to add it to (0 none:
 //	       not new; 1 minute; 2 hour), bucket start;
@@ -52,9 +53,15 @@ import (
 //	       per index (minute, hour): expire-at (0: untouched), cut-off
 //	       (members with a lower score are removed)
 //
-// It returns 1 when stored, 0 on a conflict.
+// It returns 1 when stored, 0 on a conflict, -1 when the host is moving
+// away from this shard (its fence is up: MoveHost is copying its rollups,
+// which must not change under it).
 var rollupCommit = redis.NewScript(`
 local B = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then
+  for i = 1, B do redis.call('DEL', KEYS[2 * i]) end
+  return -1
+end
 local p = 2
 local ok = true
 for i = 1, B do
@@ -162,6 +169,9 @@ type rollupWork struct {
 	// Filled by read:
 	bits    []*redis.IntCmd    // per snapshot, its seen bit
 	buckets []rollupBucketRead // every bucket the snapshots touch
+	// Filled by readPrev while the host may be moving here: per snapshot,
+	// its seen bit on the host's previous owner (nil: not moving).
+	prevBits []*redis.IntCmd
 	// Filled by queue:
 	commit *redis.Cmd
 }
@@ -214,6 +224,35 @@ func (w *rollupWork) read(ctx context.Context, pipe redis.Pipeliner, ks keyspace
 	}
 }
 
+// readPrev queues the snapshots' seen bits on the host's previous owner
+// (keyspace ks): a snapshot counted there before the ring changed is in the
+// buckets MoveHost brings over, and must not be counted here again.
+func (w *rollupWork) readPrev(ctx context.Context, pipe redis.Pipeliner, ks keyspace) {
+	w.prevBits = w.prevBits[:0]
+	for _, sn := range w.snaps {
+		hour := storage.Hour.BucketStart(sn.Timestamp)
+		w.prevBits = append(w.prevBits, pipe.GetBit(ctx, ks.seen(w.host, hour), sn.Timestamp-hour))
+	}
+}
+
+// countedBefore reports whether snapshot i's seen bit is set here or on the
+// previous owner.
+func (w *rollupWork) countedBefore(i int) (bool, error) {
+	bit, err := w.bits[i].Result()
+	if err != nil {
+		return false, fmt.Errorf("read the seen bit of %s@%d: %w", w.host, w.snaps[i].Timestamp, err)
+	}
+	if bit == 1 {
+		return true, nil
+	}
+	if w.prevBits != nil {
+		if b, err := w.prevBits[i].Result(); err == nil && b == 1 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // queue does step 2 and queues step 3 on pipe; it queues nothing when no
 // snapshot is new. read's pipeline must have run.
 func (w *rollupWork) queue(ctx context.Context, pipe redis.Pipeliner, ks keyspace, cfg *Config, now int64, token string) error {
@@ -227,12 +266,12 @@ func (w *rollupWork) queue(ctx context.Context, pipe redis.Pipeliner, ks keyspac
 	seenBits := map[int64][]int64{} // hour start -> new bits
 	var hours []int64
 	for i, sn := range w.snaps {
-		bit, err := w.bits[i].Result()
+		counted, err := w.countedBefore(i)
 		if err != nil {
-			return fmt.Errorf("read the seen bit of %s@%d: %w", w.host, sn.Timestamp, err)
+			return err
 		}
-		if bit == 1 {
-			continue // counted before
+		if counted {
+			continue
 		}
 		hour := storage.Hour.BucketStart(sn.Timestamp)
 		if _, ok := seenBits[hour]; !ok {
@@ -323,25 +362,63 @@ func (w *rollupWork) queue(ctx context.Context, pipe redis.Pipeliner, ks keyspac
 		}
 		args = append(args, expire, "("+strconv.FormatInt(now-ttl, 10))
 	}
+	keys = append(keys, ks.fence(w.host))
 	w.commit = pipe.EvalSha(ctx, rollupCommit.Hash(), keys, args...)
+	return nil
+}
+
+// readRollups runs step 1 for works on sh, and, for the hosts that may be
+// moving to sh, reads their seen bits on their previous owners. A previous
+// owner that cannot be read costs a warning, not the write: its bits are
+// then taken as clear (a snapshot counted there and sent again during the
+// move may be counted twice).
+func (s *Store) readRollups(ctx context.Context, t *topology, sh *shard, works []*rollupWork) error {
+	pipe := sh.client.Pipeline()
+	for _, w := range works {
+		w.read(ctx, pipe, sh.keys)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("read rollups: %w", err)
+	}
+	if t.prev == nil {
+		return nil
+	}
+	var byPrev map[*shard][]*rollupWork
+	for _, w := range works {
+		w.prevBits = nil
+		if p := t.prevOwner(w.host, sh); p != nil {
+			if byPrev == nil {
+				byPrev = map[*shard][]*rollupWork{}
+			}
+			byPrev[p] = append(byPrev[p], w)
+		}
+	}
+	for p, ws := range byPrev {
+		pipe := p.client.Pipeline()
+		for _, w := range ws {
+			w.readPrev(ctx, pipe, p.keys)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			s.logger.Warn("reading seen bits on the previous owner failed; counting as new", "shard", p.name, "hosts", len(ws), "err", err)
+			for _, w := range ws {
+				w.prevBits = nil
+			}
+		}
+	}
 	return nil
 }
 
 // rollUp runs steps 1–3 for works whose first commit (queued with the raw
 // writes) met a concurrent writer, until each is stored.
-func (s *Store) rollUp(ctx context.Context, sh *shard, works []*rollupWork) error {
+func (s *Store) rollUp(ctx context.Context, t *topology, sh *shard, works []*rollupWork) error {
 	for attempt := 1; len(works) > 0; attempt++ {
 		if attempt > rollupAttempts {
 			return fmt.Errorf("rollups of host %s kept changing under concurrent writers (%d attempts)", works[0].host, rollupAttempts)
 		}
+		if err := s.readRollups(ctx, t, sh, works); err != nil {
+			return err
+		}
 		pipe := sh.client.Pipeline()
-		for _, w := range works {
-			w.read(ctx, pipe, sh.keys)
-		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("read rollups: %w", err)
-		}
-		pipe = sh.client.Pipeline()
 		now := s.now().Unix()
 		for _, w := range works {
 			if err := w.queue(ctx, pipe, sh.keys, &s.cfg, now, s.commitToken()); err != nil {
@@ -350,6 +427,9 @@ func (s *Store) rollUp(ctx context.Context, sh *shard, works []*rollupWork) erro
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("store rollups: %w", err)
+		}
+		if w := fenced(works); w != nil {
+			return fmt.Errorf("host %s: %w", w.host, ErrHostMoving)
 		}
 		works = conflicted(works)
 	}
@@ -360,6 +440,18 @@ func (s *Store) rollUp(ctx context.Context, sh *shard, works []*rollupWork) erro
 // brokers writing to a shard (a random prefix per Store) and over time.
 func (s *Store) commitToken() string {
 	return s.tokenPrefix + strconv.FormatUint(s.commits.Add(1), 36)
+}
+
+// fenced returns a work whose commit found the host moving away (nil: none).
+func fenced(works []*rollupWork) *rollupWork {
+	for _, w := range works {
+		if w.commit != nil {
+			if n, err := w.commit.Int(); err == nil && n < 0 {
+				return w
+			}
+		}
+	}
+	return nil
 }
 
 // conflicted returns the works whose commit found a concurrent change.
@@ -392,9 +484,21 @@ func (s *Store) RangeRollup(ctx context.Context, q storage.RollupQuery) ([]stora
 	if q.To < from {
 		return nil, nil
 	}
-	sh := s.shards[s.shardIndex(q.HostID)]
+	t, err := s.acquire()
+	if err != nil {
+		return nil, fmt.Errorf("range rollup %s: %w", q.HostID, err)
+	}
+	defer s.release(t)
+	sh := t.owner(q.HostID)
+	if prev := t.prevOwner(q.HostID, sh); prev != nil {
+		out, err := s.readRollupMoving(ctx, prev, sh, q, from)
+		if err != nil {
+			return nil, fmt.Errorf("range rollup %s %s on redis shards %s and %s: %w", q.HostID, q.Resolution, prev.name, sh.name, err)
+		}
+		return out, nil
+	}
 	var out []storage.RollupSeries
-	err := s.history(ctx, sh, "rollup", func(c redis.UniversalClient) error {
+	err = s.history(ctx, sh, "rollup", func(c redis.UniversalClient) error {
 		var err error
 		out, err = s.readRollup(ctx, c, sh, q, from)
 		return err
@@ -405,17 +509,8 @@ func (s *Store) RangeRollup(ctx context.Context, q storage.RollupQuery) ([]stora
 	return out, nil
 }
 
-func (s *Store) readRollup(ctx context.Context, c redis.UniversalClient, sh *shard, q storage.RollupQuery, from int64) ([]storage.RollupSeries, error) {
-	members, err := c.ZRangeByScore(ctx, sh.keys.rollupIndex(q.Resolution, q.HostID), &redis.ZRangeBy{
-		Min: strconv.FormatInt(from, 10), Max: strconv.FormatInt(q.To, 10),
-	}).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read index: %w", err)
-	}
-	if len(members) == 0 {
-		return nil, nil
-	}
-	keys := make([]string, len(members))
+// rollupStarts reads the bucket starts of a rollup index's members.
+func rollupStarts(members []string) ([]int64, error) {
 	starts := make([]int64, len(members))
 	for i, m := range members {
 		start, err := strconv.ParseInt(m, 10, 64)
@@ -423,10 +518,73 @@ func (s *Store) readRollup(ctx context.Context, c redis.UniversalClient, sh *sha
 			return nil, fmt.Errorf("rollup index member %q is not a bucket start", m)
 		}
 		starts[i] = start
+	}
+	return starts, nil
+}
+
+func (s *Store) readRollupIndex(ctx context.Context, c redis.UniversalClient, sh *shard, q storage.RollupQuery, from int64) ([]int64, error) {
+	members, err := c.ZRangeByScore(ctx, sh.keys.rollupIndex(q.Resolution, q.HostID), &redis.ZRangeBy{
+		Min: strconv.FormatInt(from, 10), Max: strconv.FormatInt(q.To, 10),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read index: %w", err)
+	}
+	return rollupStarts(members)
+}
+
+// decodeBucket decodes a stored bucket (version, then the encoding) into
+// buf[:0].
+func decodeBucket(buf []storage.SeriesAggregate, key string, raw []byte, start int64, strs map[string]string) ([]storage.SeriesAggregate, error) {
+	if len(raw) < rollupVersionSize {
+		return buf, fmt.Errorf("rollup bucket %s: %w: %d bytes", key, storage.ErrCorruptRollup, len(raw))
+	}
+	buf, err := storage.DecodeRollupBucket(buf[:0], raw[rollupVersionSize:], start, strs)
+	if err != nil {
+		return buf, fmt.Errorf("rollup bucket %s: %w", key, err)
+	}
+	return buf, nil
+}
+
+// rollupCollector groups decoded buckets, added in start order, by series.
+type rollupCollector struct {
+	match    *storage.Matcher
+	bySeries map[string]int
+	out      []storage.RollupSeries
+}
+
+// add appends the bucket at start; left is how many buckets may follow,
+// a capacity hint for a new series.
+func (c *rollupCollector) add(start int64, aggs []storage.SeriesAggregate, left int) {
+	for j := range aggs {
+		a := &aggs[j]
+		if c.match != nil && !c.match.Match(a.Series) {
+			continue
+		}
+		k, ok := c.bySeries[a.Series]
+		if !ok {
+			k = len(c.out)
+			c.bySeries[a.Series] = k
+			c.out = append(c.out, storage.RollupSeries{Series: a.Series, Points: make([]storage.RollupPoint, 0, left)})
+		}
+		c.out[k].Points = append(c.out[k].Points, storage.RollupPoint{Start: start, Aggregate: a.Aggregate})
+	}
+}
+
+func (c *rollupCollector) result() []storage.RollupSeries {
+	slices.SortFunc(c.out, func(a, b storage.RollupSeries) int { return strings.Compare(a.Series, b.Series) })
+	return c.out
+}
+
+func (s *Store) readRollup(ctx context.Context, c redis.UniversalClient, sh *shard, q storage.RollupQuery, from int64) ([]storage.RollupSeries, error) {
+	starts, err := s.readRollupIndex(ctx, c, sh, q, from)
+	if err != nil || len(starts) == 0 {
+		return nil, err
+	}
+	keys := make([]string, len(starts))
+	for i, start := range starts {
 		keys[i] = sh.keys.rollup(q.Resolution, q.HostID, start)
 	}
-	bySeries := map[string]int{}
-	var out []storage.RollupSeries
+	col := rollupCollector{match: q.Match, bySeries: map[string]int{}}
 	var buf []storage.SeriesAggregate
 	strs := map[string]string{}
 	cmds := make([]*redis.StringCmd, 0, min(len(keys), s.cfg.ReadChunk))
@@ -449,27 +607,11 @@ func (s *Store) readRollup(ctx context.Context, c redis.UniversalClient, sh *sha
 				return nil, fmt.Errorf("read %s: %w", chunk[i], err)
 			}
 			start := starts[first+i]
-			if len(raw) < rollupVersionSize {
-				return nil, fmt.Errorf("rollup bucket %s: %w: %d bytes", chunk[i], storage.ErrCorruptRollup, len(raw))
+			if buf, err = decodeBucket(buf, chunk[i], raw, start, strs); err != nil {
+				return nil, err
 			}
-			if buf, err = storage.DecodeRollupBucket(buf[:0], raw[rollupVersionSize:], start, strs); err != nil {
-				return nil, fmt.Errorf("rollup bucket %s: %w", chunk[i], err)
-			}
-			for j := range buf {
-				a := &buf[j]
-				if q.Match != nil && !q.Match.Match(a.Series) {
-					continue
-				}
-				k, ok := bySeries[a.Series]
-				if !ok {
-					k = len(out)
-					bySeries[a.Series] = k
-					out = append(out, storage.RollupSeries{Series: a.Series, Points: make([]storage.RollupPoint, 0, len(keys)-first-i)})
-				}
-				out[k].Points = append(out[k].Points, storage.RollupPoint{Start: start, Aggregate: a.Aggregate})
-			}
+			col.add(start, buf, len(keys)-first-i)
 		}
 	}
-	slices.SortFunc(out, func(a, b storage.RollupSeries) int { return strings.Compare(a.Series, b.Series) })
-	return out, nil
+	return col.result(), nil
 }

@@ -227,7 +227,8 @@ func TestRollupCommitConflict(t *testing.T) {
 	}
 	mine := storage.Snapshot{HostID: "h", Timestamp: ts, Samples: []storage.Sample{{Series: "v", Value: 1}}}
 	theirs := storage.Snapshot{HostID: "h", Timestamp: ts - 1, Samples: []storage.Sample{{Series: "v", Value: 2}}}
-	sh := s.shards[0]
+	top := s.topo.Load()
+	sh := top.cur[0]
 
 	w := newRollupWork("h", []*storage.Snapshot{&mine}, s.cutoff())
 	pipe := sh.client.Pipeline()
@@ -252,7 +253,7 @@ func TestRollupCommitConflict(t *testing.T) {
 	if keys := c.Keys(ctx, "monitor:rollup:tmp:*").Val(); len(keys) != 0 {
 		t.Fatalf("a refused commit left %v", keys)
 	}
-	if err := s.rollUp(ctx, sh, conflicted([]*rollupWork{w})); err != nil {
+	if err := s.rollUp(ctx, top, sh, conflicted([]*rollupWork{w})); err != nil {
 		t.Fatal(err)
 	}
 	for _, res := range storage.RollupResolutions() {

@@ -16,8 +16,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"golang.org/x/crypto/bcrypt"
+
 	monitorpb "github.com/monitorhq/monitor/proto"
 	"github.com/monitorhq/monitor/visualization/internal/api"
+	"github.com/monitorhq/monitor/visualization/internal/auth"
 	"github.com/monitorhq/monitor/visualization/internal/brokerclient"
 	"github.com/monitorhq/monitor/visualization/internal/brokertest"
 )
@@ -29,8 +32,8 @@ var now = time.Unix(1_700_000_000, 0)
 
 const nowUnix = 1_700_000_000
 
-func testConfig() api.Config {
-	return api.Config{
+func testConfig() api.Options {
+	return api.Options{
 		PullInterval:  2 * time.Second,
 		OfflineAfter:  30 * time.Second,
 		StaleAfter:    15 * time.Second,
@@ -41,8 +44,46 @@ func testConfig() api.Config {
 	}
 }
 
+// Test users; their hashes use bcrypt's minimum cost to keep tests fast.
+const (
+	viewerPassword = "viewer-password"
+	adminPassword  = "admin-password"
+	testSecret     = "0123456789abcdef0123456789abcdef-test-secret"
+)
+
+var testUsers = func() []auth.User {
+	hash := func(pw string) string {
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		if err != nil {
+			panic(err)
+		}
+		return string(h)
+	}
+	return []auth.User{
+		{Username: "viewer", PasswordHash: hash(viewerPassword), Role: auth.RoleViewer},
+		{Username: "admin", PasswordHash: hash(adminPassword), Role: auth.RoleAdmin},
+	}
+}()
+
+func testAuth(t testing.TB, clock func() time.Time) *auth.Authenticator {
+	t.Helper()
+	a, err := auth.New(auth.Config{
+		Secret: []byte(testSecret), Issuer: "monitor", Audience: "monitor-api",
+		AccessTTL: 15 * time.Minute, RefreshTTL: 12 * time.Hour, Users: testUsers, Now: clock,
+	})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	return a
+}
+
+// token is the bearer token request adds when the request has none; serve
+// sets it to a viewer's access token.
+var token string
+
 // serve starts the API over a broker client of brokers and returns its URL.
-func serve(t *testing.T, cfg api.Config, brokers ...*brokertest.Broker) string {
+// Requests made with request carry a viewer token.
+func serve(t *testing.T, cfg api.Options, brokers ...*brokertest.Broker) string {
 	t.Helper()
 	var addrs []string
 	for _, b := range brokers {
@@ -52,14 +93,29 @@ func serve(t *testing.T, cfg api.Config, brokers ...*brokertest.Broker) string {
 	if err != nil {
 		t.Fatalf("broker client: %v", err)
 	}
-	a, err := api.New(cfg, c, slog.New(slog.DiscardHandler))
+	cfg.Brokers = c
+	if cfg.Auth == nil {
+		// Tokens are checked against the real clock: the fixed test clock
+		// is for the API's own freshness computations.
+		cfg.Auth = testAuth(t, nil)
+	}
+	if cfg.LoginLimiter == nil {
+		cfg.LoginLimiter = auth.NewLimiter(1, 100, nil)
+	}
+	a, err := api.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}
+	toks, err := cfg.Auth.Login("viewer", viewerPassword)
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	token = toks.AccessToken
 	srv := httptest.NewServer(a)
 	t.Cleanup(func() {
 		srv.Close()
 		_ = c.Close()
+		token = ""
 	})
 	return srv.URL
 }
@@ -76,6 +132,16 @@ func request(t *testing.T, method, u string) response {
 	if err != nil {
 		t.Fatalf("new request: %v", err)
 	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return do(t, req)
+}
+
+func do(t *testing.T, req *http.Request) response {
+	t.Helper()
+	u := req.URL.String()
+	method := req.Method
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, u, err)
@@ -414,12 +480,20 @@ func TestBrokerTimeoutIs504(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	a, err := api.New(testConfig(), c, slog.New(slog.DiscardHandler))
+	cfg := testConfig()
+	cfg.Brokers, cfg.Auth, cfg.LoginLimiter = c, testAuth(t, nil), auth.NewLimiter(1, 1, nil)
+	a, err := api.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, err := cfg.Auth.Login("viewer", viewerPassword)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	a.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/hosts", nil))
+	req := httptest.NewRequest(http.MethodGet, "/api/v1/hosts", nil)
+	req.Header.Set("Authorization", "Bearer "+toks.AccessToken)
+	a.ServeHTTP(rec, req)
 	r := response{code: rec.Code, ct: rec.Header().Get("Content-Type"), body: rec.Body.Bytes()}
 	wantError(t, checkJSON(t, r, http.StatusGatewayTimeout), "DeadlineExceeded", b.Addr)
 }
@@ -519,8 +593,23 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}
 	defer c.Close()
 	cfg := testConfig()
+	cfg.Brokers, cfg.Auth, cfg.LoginLimiter = c, testAuth(t, nil), auth.NewLimiter(1, 1, nil)
 	cfg.MaxPoints = 1
-	if _, err := api.New(cfg, c, slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := api.New(cfg, slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("api.New with max points 1: want an error")
+	}
+	cfg.MaxPoints = 100
+	cfg.Auth = nil
+	if _, err := api.New(cfg, slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("api.New without an authenticator: want an error")
+	}
+	cfg.Auth = testAuth(t, nil)
+	cfg.Routes = []api.Route{{Method: "GET", Path: "/other/x", Handler: func(http.ResponseWriter, *http.Request) {}}}
+	if _, err := api.New(cfg, slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("api.New with an extra route outside /api/v1/: want an error")
+	}
+	cfg.Routes = []api.Route{{Method: "GET", Path: "/api/v1/hosts", Handler: func(http.ResponseWriter, *http.Request) {}}}
+	if _, err := api.New(cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "/api/v1/hosts") {
+		t.Fatalf("api.New with an extra route that clashes with a built-in one = %v, want an error naming it", err)
 	}
 }

@@ -1,12 +1,16 @@
 // Package brokerclient is the visualization server's gRPC client to the
-// broker cluster: the read RPCs (ListHosts, Latest, QueryRange) with a
-// deadline on every call and failover across the configured brokers.
+// broker cluster: the read RPCs (ListHosts, Latest, QueryRange), the
+// cluster's status and alert rules (ClusterService), with a deadline on
+// every call and failover across the brokers; and each broker's Subscribe
+// stream for the live path. The broker list follows the cluster's
+// membership (SetBrokers).
 //
 // Calls go to the broker that answered last; when it is unavailable or does
 // not answer within the timeout, the call moves on to the next broker in the
 // list, and the one that answers becomes the broker for later calls. Only
-// read-only RPCs pass through here, so trying one on a second broker is
-// always safe. Other errors (invalid argument, not found, ...) are the
+// read-only and idempotent RPCs (a put or removal of an alert rule by id)
+// pass through here, so trying one on a second broker is always safe.
+// Other errors (invalid argument, not found, ...) are the
 // broker's answer and are returned at once.
 //
 // Connections are insecure (plaintext) for now; TLS comes with the issue that
@@ -19,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +34,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	monitorpb "github.com/monitorhq/monitor/proto"
@@ -46,17 +52,35 @@ const reconnectMaxDelay = 3 * time.Second
 type Client struct {
 	logger  *slog.Logger
 	timeout time.Duration
+	secret  string // the cluster secret, sent with ClusterService calls
+
+	mu      sync.Mutex // serializes SetBrokers and Close
+	state   atomic.Pointer[state]
+	current atomic.Pointer[string] // address of the broker that answered last
+	closed  bool
+}
+
+// state is one broker list with its connections; replaced as a whole.
+type state struct {
 	addrs   []string
 	conns   []*grpc.ClientConn
-	stubs   []monitorpb.MonitorServiceClient
-	current atomic.Int64 // index of the broker that answered last
+	monitor []monitorpb.MonitorServiceClient
+	cluster []monitorpb.ClusterServiceClient
 }
+
+// Option tunes a Client.
+type Option func(*Client)
+
+// WithClusterSecret makes ClusterService calls carry the cluster secret
+// ("authorization: Bearer <secret>"), which the brokers ask of their
+// peers and of this server for control-plane writes.
+func WithClusterSecret(secret string) Option { return func(c *Client) { c.secret = secret } }
 
 // New returns a client of the brokers at addrs (gRPC host:port), each call
 // bounded by timeout. It does not dial: connections are made on first use
 // and re-made after failures, so a broker that is down at start-up is not
 // an error.
-func New(addrs []string, timeout time.Duration, logger *slog.Logger) (*Client, error) {
+func New(addrs []string, timeout time.Duration, logger *slog.Logger, opts ...Option) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("broker client: no broker address")
 	}
@@ -64,33 +88,93 @@ func New(addrs []string, timeout time.Duration, logger *slog.Logger) (*Client, e
 		return nil, fmt.Errorf("broker client: timeout %s is not positive", timeout)
 	}
 	c := &Client{logger: logger, timeout: timeout}
-	for _, addr := range addrs {
-		conn, err := grpc.NewClient(addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvBytes)),
-			grpc.WithConnectParams(grpc.ConnectParams{
-				Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectMaxDelay},
-				MinConnectTimeout: timeout,
-			}),
-		)
-		if err != nil {
-			_ = c.Close()
-			return nil, fmt.Errorf("broker client for %s: %w", addr, err)
-		}
-		c.addrs = append(c.addrs, addr)
-		c.conns = append(c.conns, conn)
-		c.stubs = append(c.stubs, monitorpb.NewMonitorServiceClient(conn))
+	for _, o := range opts {
+		o(c)
+	}
+	c.state.Store(&state{})
+	if err := c.SetBrokers(addrs); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-// Len returns the number of configured brokers.
-func (c *Client) Len() int { return len(c.addrs) }
+// dial makes a connection to one broker (connected on first use).
+func (c *Client) dial(addr string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvBytes)),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectMaxDelay},
+			MinConnectTimeout: c.timeout,
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("broker client for %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// SetBrokers makes addrs the brokers called (the cluster's member list,
+// from pkg/membership): connections to brokers still listed are kept,
+// new ones are made, those of brokers no longer listed are closed (a call
+// in flight on one fails over to the next broker).
+func (c *Client) SetBrokers(addrs []string) error {
+	if len(addrs) == 0 {
+		return errors.New("broker client: no broker address")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errors.New("broker client: closed")
+	}
+	old := c.state.Load()
+	keep := make(map[string]*grpc.ClientConn, len(old.addrs))
+	for i, a := range old.addrs {
+		keep[a] = old.conns[i]
+	}
+	next := &state{}
+	for _, addr := range addrs {
+		if slices.Contains(next.addrs, addr) {
+			continue
+		}
+		conn, ok := keep[addr]
+		if ok {
+			delete(keep, addr)
+		} else {
+			var err error
+			if conn, err = c.dial(addr); err != nil {
+				for i, cn := range next.conns {
+					if !slices.Contains(old.addrs, next.addrs[i]) {
+						_ = cn.Close()
+					}
+				}
+				return err
+			}
+		}
+		next.addrs = append(next.addrs, addr)
+		next.conns = append(next.conns, conn)
+		next.monitor = append(next.monitor, monitorpb.NewMonitorServiceClient(conn))
+		next.cluster = append(next.cluster, monitorpb.NewClusterServiceClient(conn))
+	}
+	c.state.Store(next)
+	for addr, conn := range keep {
+		if err := conn.Close(); err != nil {
+			c.logger.Warn("close connection to a removed broker", "broker", addr, "err", err)
+		}
+	}
+	return nil
+}
+
+// Brokers returns the brokers called, in failover order.
+func (c *Client) Brokers() []string { return slices.Clone(c.state.Load().addrs) }
+
+// Len returns the number of brokers.
+func (c *Client) Len() int { return len(c.state.Load().addrs) }
 
 // ListHosts returns every host the brokers know, sorted by id.
 func (c *Client) ListHosts(ctx context.Context) ([]*monitorpb.HostStatus, error) {
-	resp, err := call(ctx, c, "list hosts", func(ctx context.Context, s monitorpb.MonitorServiceClient) (*monitorpb.ListHostsResponse, error) {
-		return s.ListHosts(ctx, &monitorpb.ListHostsRequest{})
+	resp, err := call(ctx, c, "list hosts", func(ctx context.Context, s *state, i int) (*monitorpb.ListHostsResponse, error) {
+		return s.monitor[i].ListHosts(ctx, &monitorpb.ListHostsRequest{})
 	})
 	if err != nil {
 		return nil, err
@@ -101,8 +185,8 @@ func (c *Client) ListHosts(ctx context.Context) ([]*monitorpb.HostStatus, error)
 // Latest returns the host's newest snapshot, or nil (and no error) when the
 // host has no data.
 func (c *Client) Latest(ctx context.Context, hostID string) (*monitorpb.Snapshot, error) {
-	resp, err := call(ctx, c, "latest of host "+hostID, func(ctx context.Context, s monitorpb.MonitorServiceClient) (*monitorpb.LatestResponse, error) {
-		return s.Latest(ctx, &monitorpb.LatestRequest{HostId: hostID})
+	resp, err := call(ctx, c, "latest of host "+hostID, func(ctx context.Context, s *state, i int) (*monitorpb.LatestResponse, error) {
+		return s.monitor[i].Latest(ctx, &monitorpb.LatestRequest{HostId: hostID})
 	})
 	if err != nil {
 		return nil, err
@@ -112,9 +196,71 @@ func (c *Client) Latest(ctx context.Context, hostID string) (*monitorpb.Snapshot
 
 // QueryRange runs a range query.
 func (c *Client) QueryRange(ctx context.Context, req *monitorpb.QueryRangeRequest) (*monitorpb.QueryRangeResponse, error) {
-	return call(ctx, c, "query range of host "+req.GetHostId(), func(ctx context.Context, s monitorpb.MonitorServiceClient) (*monitorpb.QueryRangeResponse, error) {
-		return s.QueryRange(ctx, req)
+	return call(ctx, c, "query range of host "+req.GetHostId(), func(ctx context.Context, s *state, i int) (*monitorpb.QueryRangeResponse, error) {
+		return s.monitor[i].QueryRange(ctx, req)
 	})
+}
+
+// Subscribe opens the stored-snapshot stream of the broker at addr (one
+// of Brokers; no failover: every broker streams what it stored itself).
+// The stream lives until ctx ends or the broker ends it.
+func (c *Client) Subscribe(ctx context.Context, addr string, req *monitorpb.SubscribeRequest) (grpc.ServerStreamingClient[monitorpb.StoredBatch], error) {
+	s := c.state.Load()
+	i := slices.Index(s.addrs, addr)
+	if i < 0 {
+		return nil, status.Errorf(codes.Unavailable, "broker %s is not in the broker list", addr)
+	}
+	st, err := s.monitor[i].Subscribe(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to broker %s: %w", addr, err)
+	}
+	return st, nil
+}
+
+// clusterCtx adds the cluster secret to a ClusterService call.
+func (c *Client) clusterCtx(ctx context.Context) context.Context {
+	if c.secret == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.secret)
+}
+
+// ClusterStatus returns the cluster's status (ClusterService.Status):
+// members, leader, term, shards, ring version, migration.
+func (c *Client) ClusterStatus(ctx context.Context) (*monitorpb.StatusResponse, error) {
+	return call(ctx, c, "cluster status", func(ctx context.Context, s *state, i int) (*monitorpb.StatusResponse, error) {
+		return s.cluster[i].Status(c.clusterCtx(ctx), &monitorpb.StatusRequest{})
+	})
+}
+
+// ListAlertRules returns the alert rules stored in the control plane.
+func (c *Client) ListAlertRules(ctx context.Context) ([]*monitorpb.AlertRule, error) {
+	resp, err := call(ctx, c, "list alert rules", func(ctx context.Context, s *state, i int) (*monitorpb.ListAlertRulesResponse, error) {
+		return s.cluster[i].ListAlertRules(c.clusterCtx(ctx), &monitorpb.ListAlertRulesRequest{})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetRules(), nil
+}
+
+// PutAlertRule creates or replaces the rule with rule.Id and returns it as
+// stored. A put is idempotent, so retrying it on another broker is safe.
+func (c *Client) PutAlertRule(ctx context.Context, rule *monitorpb.AlertRule) (*monitorpb.AlertRule, error) {
+	return call(ctx, c, "put alert rule "+rule.GetId(), func(ctx context.Context, s *state, i int) (*monitorpb.AlertRule, error) {
+		return s.cluster[i].PutAlertRule(c.clusterCtx(ctx), rule)
+	})
+}
+
+// RemoveAlertRule deletes the rule with id and reports whether it existed.
+func (c *Client) RemoveAlertRule(ctx context.Context, id string) (bool, error) {
+	resp, err := call(ctx, c, "remove alert rule "+id, func(ctx context.Context, s *state, i int) (*monitorpb.DeleteAlertRuleResponse, error) {
+		return s.cluster[i].RemoveAlertRule(c.clusterCtx(ctx), &monitorpb.DeleteAlertRule{Id: id})
+	})
+	if err != nil {
+		return false, err
+	}
+	return resp.GetExisted(), nil
 }
 
 // Reachable returns how many brokers have a ready connection, connecting to
@@ -125,7 +271,7 @@ func (c *Client) Reachable(ctx context.Context) int {
 		wg sync.WaitGroup
 		n  atomic.Int64
 	)
-	for _, conn := range c.conns {
+	for _, conn := range c.state.Load().conns {
 		wg.Go(func() {
 			if ready(ctx, conn) {
 				n.Add(1)
@@ -158,10 +304,17 @@ func ready(ctx context.Context, conn *grpc.ClientConn) bool {
 
 // Close closes every broker connection. In-flight calls fail with Canceled.
 func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	s := c.state.Load()
 	var errs []error
-	for i, conn := range c.conns {
+	for i, conn := range s.conns {
 		if err := conn.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close connection to broker %s: %w", c.addrs[i], err))
+			errs = append(errs, fmt.Errorf("close connection to broker %s: %w", s.addrs[i], err))
 		}
 	}
 	return errors.Join(errs...)
@@ -169,10 +322,15 @@ func (c *Client) Close() error {
 
 // call runs rpc on the current broker and fails over to the next ones, each
 // attempt with its own deadline, until one answers or all were tried.
-func call[T any](ctx context.Context, c *Client, op string, rpc func(context.Context, monitorpb.MonitorServiceClient) (T, error)) (T, error) {
+func call[T any](ctx context.Context, c *Client, op string, rpc func(context.Context, *state, int) (T, error)) (T, error) {
 	var zero T
-	n := len(c.stubs)
-	first := int(c.current.Load())
+	s := c.state.Load()
+	n := len(s.addrs)
+	first := 0
+	cur := c.current.Load()
+	if cur != nil {
+		first = max(0, slices.Index(s.addrs, *cur))
+	}
 	e := &callError{op: op}
 	for i := range n {
 		idx := (first + i) % n
@@ -185,20 +343,22 @@ func call[T any](ctx context.Context, c *Client, op string, rpc func(context.Con
 			adl, _ := actx.Deadline()
 			callerBound = !cdl.After(adl)
 		}
-		res, err := rpc(actx, c.stubs[idx])
+		res, err := rpc(actx, s, idx)
 		cancel()
 		if err == nil {
-			if idx != first && c.current.CompareAndSwap(int64(first), int64(idx)) {
-				c.logger.Info("switched to another broker", "op", op, "broker", c.addrs[idx], "previous", c.addrs[first])
+			if addr := s.addrs[idx]; cur == nil || *cur != addr {
+				if c.current.CompareAndSwap(cur, &addr) && cur != nil {
+					c.logger.Info("switched to another broker", "op", op, "broker", addr, "previous", *cur)
+				}
 			}
 			return res, nil
 		}
-		e.attempts = append(e.attempts, attempt{broker: c.addrs[idx], err: err})
+		e.attempts = append(e.attempts, attempt{broker: s.addrs[idx], err: err})
 		if ctx.Err() != nil || !failover(err) || (callerBound && status.Code(err) == codes.DeadlineExceeded) {
 			break
 		}
 		if i < n-1 {
-			c.logger.Warn("broker call failed, trying the next broker", "op", op, "broker", c.addrs[idx], "err", err)
+			c.logger.Warn("broker call failed, trying the next broker", "op", op, "broker", s.addrs[idx], "err", err)
 		}
 	}
 	return zero, e
@@ -208,7 +368,9 @@ func call[T any](ctx context.Context, c *Client, op string, rpc func(context.Con
 // than an answer about the request.
 func failover(err error) bool {
 	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded:
+	// Canceled with the caller's context alive: the connection was closed
+	// under the call (the broker left the list).
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 		return true
 	}
 	return false

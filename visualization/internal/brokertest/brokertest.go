@@ -1,7 +1,9 @@
 // Package brokertest runs a stand-in broker for the visualization server's
 // tests: a real gRPC server on a free loopback port serving the read side of
 // monitorpb.MonitorService (ListHosts, Latest, QueryRange) from data the test
-// sets. It validates requests the way a broker must (host ids, series names)
+// sets, the Subscribe stream (batches the test publishes), and the parts of
+// ClusterService the server calls (Status, alert rules), recording the
+// authorization metadata they came with. It validates requests the way a broker must (host ids, series names)
 // and answers InvalidArgument for bad ones, so the HTTP edge's error mapping
 // is exercised against real gRPC status codes.
 //
@@ -19,6 +21,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -29,6 +32,7 @@ import (
 // Broker is a running stand-in broker.
 type Broker struct {
 	monitorpb.UnimplementedMonitorServiceServer
+	cluster clusterService
 
 	// Addr is the gRPC address, 127.0.0.1:port.
 	Addr string
@@ -44,6 +48,10 @@ type Broker struct {
 	fail      error
 	block     chan struct{}
 	stopped   bool
+	subs      map[chan *monitorpb.StoredBatch]struct{}
+	status    *monitorpb.StatusResponse
+	rules     map[string]*monitorpb.AlertRule
+	auth      []string // authorization metadata of ClusterService calls
 }
 
 // Start serves a stand-in broker on 127.0.0.1:0 until the test ends.
@@ -58,8 +66,12 @@ func Start(t testing.TB) *Broker {
 		srv:    grpc.NewServer(),
 		latest: map[string]*monitorpb.Snapshot{},
 		series: map[string][]*monitorpb.Series{},
+		subs:   map[chan *monitorpb.StoredBatch]struct{}{},
+		rules:  map[string]*monitorpb.AlertRule{},
 	}
+	b.cluster.b = b
 	monitorpb.RegisterMonitorServiceServer(b.srv, b)
+	monitorpb.RegisterClusterServiceServer(b.srv, &b.cluster)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -85,6 +97,10 @@ func (b *Broker) Stop() {
 		close(b.block)
 		b.block = nil
 	}
+	for ch := range b.subs {
+		close(ch)
+	}
+	b.subs = map[chan *monitorpb.StoredBatch]struct{}{}
 	b.mu.Unlock()
 	b.srv.Stop()
 }
@@ -226,4 +242,163 @@ func (b *Broker) QueryRange(ctx context.Context, req *monitorpb.QueryRangeReques
 		}
 	}
 	return resp, nil
+}
+
+// subscriberBuffer is each stand-in subscription's queue; Publish blocks
+// when a subscriber is this far behind (tests publish little).
+const subscriberBuffer = 1024
+
+// Subscribe implements monitorpb.MonitorServiceServer: every batch given to
+// Publish, until the client leaves, Stop or KickSubscribers.
+func (b *Broker) Subscribe(req *monitorpb.SubscribeRequest, stream monitorpb.MonitorService_SubscribeServer) error {
+	if err := b.enter(stream.Context()); err != nil {
+		return err
+	}
+	ch := make(chan *monitorpb.StoredBatch, subscriberBuffer)
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return status.Error(codes.Unavailable, "stand-in broker stopped")
+	}
+	b.subs[ch] = struct{}{}
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		if _, ok := b.subs[ch]; ok {
+			delete(b.subs, ch)
+		}
+		b.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		case batch, ok := <-ch:
+			if !ok {
+				return status.Error(codes.Unavailable, "stand-in broker ended the stream")
+			}
+			if err := stream.Send(batch); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Subscribers returns the number of open Subscribe streams.
+func (b *Broker) Subscribers() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs)
+}
+
+// Publish sends batch to every open Subscribe stream.
+func (b *Broker) Publish(batch *monitorpb.StoredBatch) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch := range b.subs {
+		ch <- proto.Clone(batch).(*monitorpb.StoredBatch)
+	}
+}
+
+// KickSubscribers ends every open Subscribe stream with Unavailable, as a
+// broker restart would; clients may subscribe again at once.
+func (b *Broker) KickSubscribers() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch := range b.subs {
+		close(ch)
+	}
+	b.subs = map[chan *monitorpb.StoredBatch]struct{}{}
+}
+
+// SetStatus sets what ClusterService.Status returns; nil (the default)
+// makes it answer Unimplemented, like a broker without a control plane.
+func (b *Broker) SetStatus(st *monitorpb.StatusResponse) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.status = st
+}
+
+// ClusterAuth returns the authorization metadata of every ClusterService
+// call so far, in order ("" for a call without).
+func (b *Broker) ClusterAuth() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.auth...)
+}
+
+// clusterService is the stand-in's ClusterService.
+type clusterService struct {
+	monitorpb.UnimplementedClusterServiceServer
+	b *Broker
+}
+
+// enter counts the call and records its authorization metadata.
+func (c *clusterService) enter(ctx context.Context) error {
+	if err := c.b.enter(ctx); err != nil {
+		return err
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := ""
+	if a := md.Get("authorization"); len(a) > 0 {
+		v = a[0]
+	}
+	c.b.mu.Lock()
+	c.b.auth = append(c.b.auth, v)
+	c.b.mu.Unlock()
+	return nil
+}
+
+// Status implements monitorpb.ClusterServiceServer.
+func (c *clusterService) Status(ctx context.Context, _ *monitorpb.StatusRequest) (*monitorpb.StatusResponse, error) {
+	if err := c.enter(ctx); err != nil {
+		return nil, err
+	}
+	c.b.mu.Lock()
+	defer c.b.mu.Unlock()
+	if c.b.status == nil {
+		return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+	}
+	return proto.Clone(c.b.status).(*monitorpb.StatusResponse), nil
+}
+
+// ListAlertRules implements monitorpb.ClusterServiceServer, sorted by id.
+func (c *clusterService) ListAlertRules(ctx context.Context, _ *monitorpb.ListAlertRulesRequest) (*monitorpb.ListAlertRulesResponse, error) {
+	if err := c.enter(ctx); err != nil {
+		return nil, err
+	}
+	c.b.mu.Lock()
+	defer c.b.mu.Unlock()
+	resp := &monitorpb.ListAlertRulesResponse{}
+	for _, r := range c.b.rules {
+		resp.Rules = append(resp.Rules, proto.Clone(r).(*monitorpb.AlertRule))
+	}
+	sort.Slice(resp.Rules, func(i, j int) bool { return resp.Rules[i].GetId() < resp.Rules[j].GetId() })
+	return resp, nil
+}
+
+// PutAlertRule implements monitorpb.ClusterServiceServer.
+func (c *clusterService) PutAlertRule(ctx context.Context, r *monitorpb.AlertRule) (*monitorpb.AlertRule, error) {
+	if err := c.enter(ctx); err != nil {
+		return nil, err
+	}
+	if r.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "alert rule without id")
+	}
+	c.b.mu.Lock()
+	defer c.b.mu.Unlock()
+	c.b.rules[r.GetId()] = proto.Clone(r).(*monitorpb.AlertRule)
+	return proto.Clone(r).(*monitorpb.AlertRule), nil
+}
+
+// RemoveAlertRule implements monitorpb.ClusterServiceServer.
+func (c *clusterService) RemoveAlertRule(ctx context.Context, r *monitorpb.DeleteAlertRule) (*monitorpb.DeleteAlertRuleResponse, error) {
+	if err := c.enter(ctx); err != nil {
+		return nil, err
+	}
+	c.b.mu.Lock()
+	defer c.b.mu.Unlock()
+	_, ok := c.b.rules[r.GetId()]
+	delete(c.b.rules, r.GetId())
+	return &monitorpb.DeleteAlertRuleResponse{Existed: ok}, nil
 }

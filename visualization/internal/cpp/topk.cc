@@ -314,10 +314,14 @@ int64_t mon_topk_update(mon_topk *t, const char *metric, size_t metric_len,
   if (t->expired(&probe, now_ns)) return TOPK_ERR_STALE;
   Metric *m = t->metric(std::string_view(metric, metric_len), true);
   if (m == nullptr) return TOPK_ERR_METRICS_FULL;
-  bool changed = t->expire_metric(*m, now_ns);
-
   std::string_view hv(host, host_len);
   auto it = m->hosts.find(hv);
+  // An older sample than the stored one (a catch-up replay) is refused
+  // before anything moves. The stored one cannot have expired then: it is
+  // newer than ts, which has not.
+  if (it != m->hosts.end() && ts < it->second->ts) return TOPK_ERR_STALE;
+  bool changed = t->expire_metric(*m, now_ns);
+  it = m->hosts.find(hv);
   Entry *e;
   bool was_top = false;
   if (it == m->hosts.end()) {
@@ -329,7 +333,6 @@ int64_t mon_topk_update(mon_topk *t, const char *metric, size_t metric_len,
     m->hosts.emplace(std::string_view(e->host), std::move(owned));
   } else {
     e = it->second.get();
-    if (ts < e->ts) return (static_cast<int64_t>(m->id) << 1) | (changed ? 1 : 0) ? TOPK_ERR_STALE : TOPK_ERR_STALE;
     was_top = e->in_top;
     m->by_value.erase(e);
     m->by_time.erase(e);

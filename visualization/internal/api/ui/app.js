@@ -1,11 +1,69 @@
 // Minimal status page: the host list with liveness, data freshness and the
 // latest CPU and memory use, re-read from the JSON API every pull_interval.
 // Values from agents are only ever set as text, never as HTML.
+//
+// The API needs a login: the tokens live in sessionStorage (this tab only);
+// an expired access token is refreshed once, else the login form returns.
 "use strict";
 
 const refreshMs = Number(document.body.dataset.refreshMs) || 2000;
 const latestConcurrency = 6;
 let busy = false;
+
+function tokens() {
+  try { return JSON.parse(sessionStorage.getItem("monitor.tokens")) || null; } catch (_) { return null; }
+}
+
+function setTokens(t) {
+  if (t) sessionStorage.setItem("monitor.tokens", JSON.stringify(t));
+  else sessionStorage.removeItem("monitor.tokens");
+}
+
+async function postJSON(url, body) {
+  const resp = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  let data = null;
+  try { data = await resp.json(); } catch (_) { /* not JSON */ }
+  if (!resp.ok) throw new Error((data && data.error) || resp.status + " " + resp.statusText);
+  return data;
+}
+
+async function refreshTokens() {
+  const t = tokens();
+  if (!t || !t.refresh_token) return false;
+  try {
+    setTokens(await postJSON("/api/v1/auth/refresh", { refresh_token: t.refresh_token }));
+    return true;
+  } catch (_) {
+    setTokens(null);
+    return false;
+  }
+}
+
+function showLogin(message) {
+  const form = document.getElementById("login");
+  form.hidden = false;
+  document.getElementById("hosts").hidden = true;
+  if (message) {
+    const errorBox = document.getElementById("error");
+    errorBox.textContent = message;
+    errorBox.hidden = false;
+  }
+}
+
+document.getElementById("login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = ev.target;
+  try {
+    setTokens(await postJSON("/api/v1/auth/login", { username: form.username.value, password: form.password.value }));
+    form.password.value = "";
+    form.hidden = true;
+    document.getElementById("hosts").hidden = false;
+    document.getElementById("error").hidden = true;
+    refresh();
+  } catch (e) {
+    showLogin("Login failed: " + e.message);
+  }
+});
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -23,8 +81,12 @@ function ago(unix) {
   return Math.floor(s / 86400) + " d ago";
 }
 
-async function getJSON(url) {
-  const resp = await fetch(url, { headers: { Accept: "application/json" } });
+async function getJSON(url, retried) {
+  const t = tokens();
+  const headers = { Accept: "application/json" };
+  if (t) headers.Authorization = "Bearer " + t.access_token;
+  const resp = await fetch(url, { headers });
+  if (resp.status === 401 && !retried && (await refreshTokens())) return getJSON(url, true);
   let body = null;
   try { body = await resp.json(); } catch (_) { /* not JSON */ }
   if (!resp.ok) {
@@ -99,6 +161,10 @@ function row(h, latest) {
 
 async function refresh() {
   if (busy) return;
+  if (!tokens()) {
+    showLogin();
+    return;
+  }
   busy = true;
   const errorBox = document.getElementById("error");
   try {
@@ -114,6 +180,11 @@ async function refresh() {
       new Date().toLocaleTimeString();
     errorBox.hidden = true;
   } catch (e) {
+    if (e.status === 401) {
+      setTokens(null);
+      showLogin("Your session ended; log in again.");
+      return;
+    }
     errorBox.textContent = "Cannot read the API: " + e.message;
     errorBox.hidden = false;
   } finally {
