@@ -124,7 +124,11 @@ func waitFor(d time.Duration, cond func() error) error {
 }
 
 func (h *harness) cluster(ctx context.Context) error {
-	r2, err := redistest.Launch(filepath.Join(h.tmp, "redis-2"))
+	r2dir := filepath.Join(h.tmp, "redis-2")
+	if err := os.MkdirAll(r2dir, 0o755); err != nil {
+		return err
+	}
+	r2, err := redistest.Launch(r2dir)
 	if err != nil {
 		return err
 	}
@@ -183,7 +187,7 @@ func (h *harness) cluster(ctx context.Context) error {
 	// leader and through a follower that forwards them.
 	writes := 200
 	if h.p.Runs == 1 {
-		writes = 50
+		writes = 20
 	}
 	leader, err := leaderOf()
 	if err != nil {
@@ -226,7 +230,7 @@ func (h *harness) cluster(ctx context.Context) error {
 	hosts := 300
 	dur := 8 * time.Second
 	if h.p.Runs == 1 {
-		hosts, dur = 60, 3*time.Second
+		hosts, dur = 40, 2*time.Second
 	}
 	res, _, _, err := h.loadgenRun(b1.grpc, hosts, dur, "mig")
 	if err != nil {
@@ -268,7 +272,7 @@ func (h *harness) cluster(ctx context.Context) error {
 	// restart the victim from its data dir, repeat.
 	kills := 5
 	if h.p.Runs == 1 {
-		kills = 2
+		kills = 1
 	}
 	var elections []float64
 	for i := 0; i < kills; i++ {

@@ -173,11 +173,13 @@ func (c *cluster) reconcile(ctx context.Context) {
 	defer retry.Stop()
 	for {
 		changed := c.node.FSM().Changed()
-		st := c.node.FSM().State()
+		st := c.node.FSM().Cluster() // not the registry: this runs at every change
 		leader := c.node.IsLeader()
 		var again bool
 		if leader {
 			again = c.lead(ctx, st) || again
+		} else {
+			again = c.follow(ctx, st) || again
 		}
 		again = c.applyTopology(ctx, st) || again
 
@@ -263,6 +265,30 @@ func (c *cluster) lead(ctx context.Context, st *monitorpb.ControlState) (again b
 		}
 	}
 	return again
+}
+
+// follow keeps a follower's member record current (its gRPC address may
+// change across restarts), through the leader. A broker that is not in the
+// Raft configuration (removed, or not joined yet) records nothing.
+func (c *cluster) follow(ctx context.Context, st *monitorpb.ControlState) (again bool) {
+	i := slices.IndexFunc(st.GetMembers(), func(m *monitorpb.Member) bool { return m.GetId() == c.self.GetId() })
+	if i >= 0 && proto.Equal(st.GetMembers()[i], c.self) {
+		return false
+	}
+	if id, _ := c.node.Leader(); id == "" {
+		return true
+	}
+	rs, err := c.node.Status()
+	if err != nil || !slices.ContainsFunc(rs.Servers, func(s control.RaftServer) bool { return s.ID == c.self.GetId() }) {
+		return false
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.srv.Apply(wctx, monitorpb.CommandType_COMMAND_TYPE_PUT_MEMBER, c.self); err != nil {
+		c.log.Warn("update this broker's member record", "err", err)
+		return true
+	}
+	return false
 }
 
 // applyTopology gives the store the cluster's ring (and, while hosts move,

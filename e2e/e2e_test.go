@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 var binDir string
@@ -130,8 +134,16 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 	t.Fatalf("condition not met within %s: %v", timeout, err)
 }
 
-func getJSON(url string, v any) error {
-	resp, err := http.Get(url)
+// getJSON GETs url with the bearer token (none if empty) into v.
+func getJSON(url string, v any, token ...string) error {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	if len(token) > 0 && token[0] != "" {
+		req.Header.Set("Authorization", "Bearer "+token[0])
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -158,9 +170,15 @@ func TestStandaloneShowsThisHost(t *testing.T) {
 		url = strings.TrimSuffix(m[1], "/")
 		return nil
 	})
-	if !strings.Contains(p.output(), "admin password (generated, shown once): ") {
+	m := regexp.MustCompile(`admin password \(generated, shown once\): (\S+)`).FindStringSubmatch(p.output())
+	if m == nil {
 		t.Fatalf("no generated admin password printed:\n%s", p.output())
 	}
+	// The API needs a login now: the printed password is the admin user's.
+	if err := getJSON(url+"/api/v1/hosts", &struct{}{}); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("hosts without a token = %v, want 401", err)
+	}
+	token := login(t, url, "admin", m[1])
 	var hostID string
 	var latest struct {
 		HostID    string `json:"host_id"`
@@ -178,14 +196,14 @@ func TestStandaloneShowsThisHost(t *testing.T) {
 				Online bool   `json:"online"`
 			} `json:"hosts"`
 		}
-		if err := getJSON(url+"/api/v1/hosts", &hosts); err != nil {
+		if err := getJSON(url+"/api/v1/hosts", &hosts, token); err != nil {
 			return err
 		}
 		if len(hosts.Hosts) != 1 {
 			return fmt.Errorf("hosts = %+v", hosts.Hosts)
 		}
 		hostID = hosts.Hosts[0].ID
-		if err := getJSON(url+"/api/v1/hosts/"+hostID+"/latest", &latest); err != nil {
+		if err := getJSON(url+"/api/v1/hosts/"+hostID+"/latest", &latest, token); err != nil {
 			return err
 		}
 		found := map[string]bool{}
@@ -206,6 +224,34 @@ func TestStandaloneShowsThisHost(t *testing.T) {
 	if d := time.Since(time.Unix(latest.Timestamp, 0)); d > time.Minute || d < -time.Minute {
 		t.Fatalf("latest timestamp %d is %s from now", latest.Timestamp, d)
 	}
+	// Live push: the local agent's next snapshot arrives on the WebSocket.
+	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer wcancel()
+	ws, _, err := websocket.Dial(wctx, "ws"+strings.TrimPrefix(url, "http")+"/api/v1/ws",
+		&websocket.DialOptions{Subprotocols: []string{"monitor.v1", "bearer." + token}})
+	if err != nil {
+		t.Fatalf("WebSocket: %v", err)
+	}
+	defer ws.CloseNow()
+	if err := ws.Write(wctx, websocket.MessageText, []byte(`{"type":"subscribe","metrics":["cpu.usage_percent"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, data, err := ws.Read(wctx)
+		if err != nil {
+			t.Fatalf("no live sample on the WebSocket: %v", err)
+		}
+		var m struct {
+			Type string `json:"type"`
+			Host string `json:"host"`
+		}
+		if json.Unmarshal(data, &m) == nil && m.Type == "sample" && m.Host == hostID {
+			t.Logf("live sample on the WebSocket: %.200s", data)
+			break
+		}
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
+
 	resp, err := http.Get(url + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -223,4 +269,23 @@ func TestStandaloneShowsThisHost(t *testing.T) {
 	if strings.Index(out, "shutting down: agent") > strings.Index(out, "broker stopped") {
 		t.Fatalf("shutdown order wrong:\n%s", out)
 	}
+}
+
+// login posts the credentials and returns the access token.
+func login(t *testing.T, url, user, password string) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"username": user, "password": password})
+	resp, err := http.Post(url+"/api/v1/auth/login", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	defer resp.Body.Close()
+	var toks struct {
+		AccessToken string `json:"access_token"`
+		Role        string `json:"role"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&toks); err != nil || resp.StatusCode != http.StatusOK || toks.AccessToken == "" || toks.Role != "admin" {
+		t.Fatalf("login as %s: %s %v %+v", user, resp.Status, err, toks)
+	}
+	return toks.AccessToken
 }

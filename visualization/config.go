@@ -155,8 +155,8 @@ func DefaultConfig() Config {
 			LoginInterval: config.Duration(12 * time.Second),
 			Users:         []UserConfig{},
 		},
-		MaxRange:      config.Duration(7 * 24 * time.Hour),
-		MaxPoints:     11000,
+		MaxRange:  config.Duration(7 * 24 * time.Hour),
+		MaxPoints: 11000,
 	}
 }
 

@@ -76,6 +76,7 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	bcfg.GRPCListen = f.grpc
 	bcfg.HTTPListen = "" // the visualization server's /healthz covers standalone
 	bcfg.DataDir = f.data
+	bcfg.Raft.Listen = "127.0.0.1:0" // a cluster of one: no other member dials it
 	if err := bcfg.SetStorageSpec(f.storage); err != nil {
 		return fmt.Errorf("-storage: %w", err)
 	}

@@ -291,6 +291,34 @@ func (f *FSM) State() *monitorpb.ControlState {
 	return proto.Clone(f.state).(*monitorpb.ControlState)
 }
 
+// Cluster returns a copy of the state without its large parts (the host
+// registry, alert rules and settings): members, shards, ring version and
+// migration.
+func (f *FSM) Cluster() *monitorpb.ControlState {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st := f.state
+	out := &monitorpb.ControlState{RingVersion: st.GetRingVersion()}
+	for _, m := range st.GetMembers() {
+		out.Members = append(out.Members, proto.Clone(m).(*monitorpb.Member))
+	}
+	for _, sh := range st.GetShards() {
+		out.Shards = append(out.Shards, proto.Clone(sh).(*monitorpb.Shard))
+	}
+	if st.GetMigration() != nil {
+		out.Migration = proto.Clone(st.GetMigration()).(*monitorpb.Migration)
+	}
+	return out
+}
+
+// ShardHosts counts the registered hosts each shard of the current ring
+// owns, without copying the registry.
+func (f *FSM) ShardHosts(vnodes int) map[string]uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return ShardHosts(f.state, vnodes)
+}
+
 // AppliedIndex is the index of the last applied entry.
 func (f *FSM) AppliedIndex() uint64 {
 	f.mu.RLock()

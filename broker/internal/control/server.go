@@ -44,7 +44,7 @@ type ServerOptions struct {
 	// skips the check.
 	CheckShard func(ctx context.Context, s *monitorpb.Shard) error
 	// WatchInterval is the least time between two statuses of a Watch
-	// stream (changes in between are coalesced); default 100 ms.
+	// stream (changes in between are coalesced); default 250 ms.
 	WatchInterval time.Duration
 }
 
@@ -63,6 +63,10 @@ type Server struct {
 
 	quit     chan struct{} // closed by Drain: Watch streams end
 	quitOnce sync.Once
+
+	cacheMu  sync.Mutex
+	cached   *monitorpb.StatusResponse
+	cacheKey statusKey
 }
 
 // Drain ends the Watch streams (before a graceful gRPC stop, which waits
@@ -75,7 +79,7 @@ func NewServer(node *Node, self *monitorpb.Member, creds Credentials, opts Serve
 		opts.VirtualNodes = hash.DefaultVirtualNodes
 	}
 	if opts.WatchInterval <= 0 {
-		opts.WatchInterval = 100 * time.Millisecond
+		opts.WatchInterval = 250 * time.Millisecond
 	}
 	return &Server{node: node, self: self, creds: creds, opts: opts, log: logger, conns: map[string]*grpc.ClientConn{},
 		quit: make(chan struct{})}
@@ -267,16 +271,33 @@ func (s *Server) Status(ctx context.Context, _ *monitorpb.StatusRequest) (*monit
 	return s.status()
 }
 
+// status builds the status once per applied index, term and leader, and
+// shares it: every agent and visualization server holds a Watch stream, so
+// a change must not cost a pass over the registry per stream. Callers must
+// not modify the result.
 func (s *Server) status() (*monitorpb.StatusResponse, error) {
 	rs, err := s.node.Status()
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	st := s.node.FSM().State()
+	// Raft's applied index moves a moment after the FSM has applied (and
+	// the writer was answered), so the FSM's own index is in the key too.
+	key := statusKey{applied: rs.AppliedIndex, fsm: s.node.FSM().AppliedIndex(), term: rs.Term, leader: rs.LeaderID, state: rs.State}
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if s.cached != nil && s.cacheKey == key {
+		if s.cached.GetCommitIndex() != rs.CommitIndex {
+			c := proto.Clone(s.cached).(*monitorpb.StatusResponse)
+			c.CommitIndex = rs.CommitIndex
+			s.cached = c
+		}
+		return s.cached, nil
+	}
+	st := s.node.FSM().Cluster()
 	out := &monitorpb.StatusResponse{
 		NodeId: rs.ID, LeaderId: rs.LeaderID, Term: rs.Term, CommitIndex: rs.CommitIndex,
 		AppliedIndex: rs.AppliedIndex, RingVersion: st.GetRingVersion(), Shards: st.GetShards(), State: rs.State,
-		Migration: st.GetMigration(), ShardHosts: ShardHosts(st, s.opts.VirtualNodes),
+		Migration: st.GetMigration(), ShardHosts: s.node.FSM().ShardHosts(s.opts.VirtualNodes),
 	}
 	_, out.LeaderGrpcAddr = s.leaderGRPC()
 	members := map[string]*monitorpb.Member{}
@@ -290,7 +311,24 @@ func (s *Server) status() (*monitorpb.StatusResponse, error) {
 		}
 		out.Members = append(out.Members, &monitorpb.MemberStatus{Member: m, Voter: srv.Voter, Leader: srv.ID == rs.LeaderID})
 	}
+	s.cached, s.cacheKey = out, key
 	return out, nil
+}
+
+type statusKey struct {
+	applied, fsm, term uint64
+	leader, state string
+}
+
+// sameView reports whether two statuses differ only in their indexes (a
+// Watch stream does not resend for those).
+func sameView(a, b *monitorpb.StatusResponse) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	x, y := proto.Clone(a).(*monitorpb.StatusResponse), proto.Clone(b).(*monitorpb.StatusResponse)
+	x.CommitIndex, x.AppliedIndex, y.CommitIndex, y.AppliedIndex = 0, 0, 0, 0
+	return proto.Equal(x, y)
 }
 
 // JoinCluster asks the member at addr (its gRPC address) to add self,
@@ -366,14 +404,18 @@ func ShardHosts(st *monitorpb.ControlState, vnodes int) map[string]uint64 {
 // state or of the leader, at most one per WatchInterval.
 func (s *Server) Watch(_ *monitorpb.StatusRequest, stream monitorpb.ClusterService_WatchServer) error {
 	ctx := stream.Context()
+	var last *monitorpb.StatusResponse
 	for {
 		fsmCh, leaderCh := s.node.FSM().Changed(), s.node.LeaderChanged()
 		st, err := s.status()
 		if err != nil {
 			return err
 		}
-		if err := stream.Send(st); err != nil {
-			return err
+		if !sameView(st, last) {
+			if err := stream.Send(st); err != nil {
+				return err
+			}
+			last = st
 		}
 		select {
 		case <-ctx.Done():

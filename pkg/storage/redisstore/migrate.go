@@ -415,6 +415,12 @@ func chunks[T any](items []T, size int, fn func([]T) error) error {
 	return nil
 }
 
+// remaining is the PTTL (ms, at least 1 s) of a key expiring at Unix
+// second at.
+func (m *mover) remaining(at int64) int64 {
+	return max(at*1000-m.s.now().UnixMilli(), 1000)
+}
+
 // copySeen ORs the source's seen bitmaps of hours into the target's and
 // returns the source keys copied (deleted at the end of the round, after
 // the buckets they vouch for).
@@ -439,11 +445,15 @@ func (m *mover) copySeen(ctx context.Context, hours []int64) ([]string, error) {
 		var srcKeys []string
 		for i, h := range hours {
 			bits, err := gets[i].Bytes()
-			if errors.Is(err, redis.Nil) || ttls[i].Val() < 0 {
+			if errors.Is(err, redis.Nil) || ttls[i].Val() == -2 {
 				continue
 			}
+			ttl := ttls[i].Val()
+			if ttl == -1 { // not written by us: the expiry we would give it
+				ttl = m.remaining(h + int64(storage.Hour) + int64(m.s.cfg.Retention/time.Second))
+			}
 			seenMergeScript.EvalSha(ctx, pipe, []string{m.dst.keys.seen(m.host, h), m.dst.keys.rollupTmp(m.host, m.token, i)},
-				bits, ttls[i].Val())
+				bits, ttl)
 			srcKeys = append(srcKeys, m.src.keys.seen(m.host, h))
 		}
 		if len(srcKeys) == 0 {
@@ -488,10 +498,15 @@ func (m *mover) moveBuckets(ctx context.Context, res storage.Resolution, members
 		var todo []item
 		for i, z := range members {
 			raw, err := gets[i].Bytes()
-			if errors.Is(err, redis.Nil) || ttls[i].Val() < 0 {
+			if errors.Is(err, redis.Nil) || ttls[i].Val() == -2 {
 				continue // expired: only its index member goes
 			}
-			todo = append(todo, item{start: int64(z.Score), raw: raw, ttl: ttls[i].Val(), digest: bucketDigest(raw)})
+			start := int64(z.Score)
+			ttl := ttls[i].Val()
+			if ttl == -1 { // not written by us: the expiry we would give it
+				ttl = m.remaining(start + int64(m.s.cfg.Rollups.Of(res)/time.Second))
+			}
+			todo = append(todo, item{start: start, raw: raw, ttl: ttl, digest: bucketDigest(raw)})
 		}
 		var strs map[string]string
 		var srcAggs, dstAggs []storage.SeriesAggregate

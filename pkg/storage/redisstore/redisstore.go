@@ -28,12 +28,14 @@
 //	    first_seen       Unix seconds of the first registration (HSETNX)
 //	    last_registered  Unix seconds of the latest registration
 //	    last_heartbeat   Unix seconds of the latest heartbeat (absent: none)
-//	{prefix}hosts           ZSET, TTL max(HostTTL, Retention), refreshed on
-//	                        activity
+//	{prefix}hosts           ZSET, TTL the longest of HostTTL, Retention and
+//	                        the rollup retentions, refreshed on activity
 //	    member = host id, score = Unix seconds of its latest activity
 //	    (registration, heartbeat, or newest snapshot timestamp), written
-//	    with ZADD GT so it never moves back. Members older than Retention
-//	    are removed by Hosts.
+//	    with ZADD GT so it never moves back. Hosts lists members active
+//	    within Retention; members older than that TTL (no key of their host
+//	    can be left) are removed by Hosts and HostsOn. It is the shard's
+//	    index of hosts: HostsOn reads it to find the hosts to move.
 //
 // Rollups (the seed's window aggregates; {res} is 1m or 1h, {start} a
 // bucket start in Unix seconds, a multiple of 60 or 3600):
@@ -55,6 +57,18 @@
 //	{prefix}rollup:tmp:{hostId}:{token}:{n} STRING, TTL 5 minutes: a
 //	                        bucket on its way in, renamed over the bucket by
 //	                        the same call (rollup.go)
+//
+// Moves (MoveHost, migrate.go; only while a host moves):
+//
+//	{prefix}moving:{hostId} STRING on the source shard, PX 30 s renewed by
+//	                        the move: the fence. While it is up, the
+//	                        source's rollup commit refuses the host
+//	                        (ErrHostMoving), so what the move merges cannot
+//	                        change under it.
+//	{prefix}moved:{hostId}  HASH on the target shard, TTL 7 days, deleted
+//	                        by the move when done: the ledger. Field
+//	                        {res}:{start} = a digest of the source bucket
+//	                        already merged into the target's.
 //
 // In a shard that is a Redis Cluster (ShardConfig.Cluster) every host id in
 // a key is wrapped in braces, a Redis Cluster hash tag: the cluster hashes
@@ -99,8 +113,70 @@
 // consistent-hash ring (pkg/hash, VirtualNodes per shard) picks for the host
 // id; ring members are the shards' names (ShardConfig.Name, by default the
 // address, with "/db" appended when the database is not 0). Each shard has
-// its own hosts ZSET; Hosts merges them. Moving hosts when the shard list
-// changes is the broker's migrator's job, not this package's.
+// its own hosts ZSET; Hosts merges them.
+//
+// # Ring changes
+//
+// New starts at Topology{Version: 0, Shards: Config.Shards}. SetTopology
+// swaps in another ring at run time (the broker applies the control
+// plane's ring changes): an atomic pointer holds the current topology
+// (version, shards, ring, and the previous ring while hosts move), every
+// call pins the one it started with, and a shard that is in neither ring
+// any more is closed when the last call using it ends. Writes
+// (WriteSnapshots, RegisterHost, Heartbeat) go to the owner on the current
+// ring from the next call on.
+//
+// While Topology.Previous is set, a host whose owner on the previous ring
+// (its old owner) differs from its current owner may be anywhere between
+// the two; reads of it consult both, on the primaries (replicas of two
+// shards may lag each other), the old owner first, so a key moved in
+// between is found on the new one:
+//
+//   - Range: the union, by timestamp, the new owner's copy when both hold
+//     one; Latest: the newer of the two.
+//   - RangeRollup: buckets of the same start are merged (min, max, sum,
+//     count; last by the later timestamp) unless the new owner's ledger
+//     shows that its bucket already counts the old owner's (a move merged
+//     it and has not deleted it yet). Each new-owner bucket is read in one
+//     transaction with its ledger entry.
+//   - Heartbeat: the new owner, then the old one when the new one does not
+//     know the host; known if either does.
+//   - Hosts: the previous ring's shards first, then the current ring's.
+//   - RegisterHost writes the new owner and returns the earlier first_seen
+//     and the newer last data of both.
+//
+// A write that counts a snapshot in the new owner's rollups also reads the
+// snapshot's seen bit on the old owner: a snapshot counted there before
+// the change and sent again after it is not counted twice.
+//
+// MoveHost(host, from, to) — run by the broker's migrator on the Raft
+// leader, for each host that HostsOn(from) lists and whose owner changed —
+// moves one host's keys, live: it raises the fence on from (so from's
+// buckets and seen bits hold still), then per kind of key, in chunks of
+// ReadChunk keys, copies to to and deletes on from what it copied, in a
+// transaction with the index members:
+//
+//   - seen bitmaps: OR-ed into to's (a Lua script, BITOP OR), deleted on
+//     from at the end of the round, after the buckets they vouch for;
+//   - rollup buckets: copied when to has none, else merged with to's
+//     (storage.MergeRollupBucket) and stored only if to's version is still
+//     the one read, the rollup commit's check (a concurrent commit is never
+//     overwritten: the merge is redone), with the ledger entry in the same
+//     script: a move resumed after a crash does not merge a bucket twice;
+//   - snapshot hashes: DUMP/RESTORE with the remaining TTL; a hash to
+//     already has is to's (the same snapshot written again); index
+//     members rewritten to to's key names (braces on a cluster shard);
+//   - the host record: to's fields win, except first_seen (the earlier)
+//     and last_heartbeat (the later); deleted on from only if unchanged;
+//   - the hosts set member: ZADD GT on to; removed on from unless it moved
+//     on meanwhile.
+//
+// Every key keeps its expiry (the later one where to has the key too). It
+// then looks at from again: keys a broker still on the old ring wrote
+// meanwhile are moved by another round (at most moveRounds, then an error
+// naming the host). MoveHost is idempotent and resumable; two calls for
+// one host may not overlap (the fence refuses the second). RESTORE is in
+// Redis' @dangerous ACL category: a restricted user needs +restore.
 //
 // Writes always go to primaries, and so do Latest and Hosts (they must be
 // fresh). With ReadFromReplicas, Range and RangeRollup go to the shard's
@@ -111,7 +187,9 @@
 // Connections speak RESP2 so that HGETALL replies arrive as flat arrays,
 // which decode into a slice instead of a map.
 //
-// Concurrency: a Store is safe for concurrent use.
+// Concurrency: a Store is safe for concurrent use, SetTopology included
+// (calls in flight finish on the topology they started with). MoveHost
+// calls for different hosts may run concurrently.
 package redisstore
 
 import (

@@ -83,13 +83,13 @@ type Alert struct {
 	Host      string  `json:"host"`
 	Series    string  `json:"series"`
 	State     string  `json:"state"`
-	Value     float64 `json:"value"`          // latest value evaluated
-	Threshold float64 `json:"threshold"`      //
-	Op        string  `json:"op"`             //
-	Since     int64   `json:"since"`          // timestamp (Unix s) of the first breaching value
-	FiredAt   int64   `json:"fired_at"`       // timestamp it fired (0: not yet)
-	LastTS    int64   `json:"last_ts"`        // timestamp of the latest value
-	Resolved  int64   `json:"resolved_at"`    // timestamp it resolved (events only)
+	Value     float64 `json:"value"`            // latest value evaluated
+	Threshold float64 `json:"threshold"`        //
+	Op        string  `json:"op"`               //
+	Since     int64   `json:"since"`            // timestamp (Unix s) of the first breaching value
+	FiredAt   int64   `json:"fired_at"`         // timestamp it fired (0: not yet)
+	LastTS    int64   `json:"last_ts"`          // timestamp of the latest value
+	Resolved  int64   `json:"resolved_at"`      // timestamp it resolved (events only)
 	Reason    string  `json:"reason,omitempty"` // why it resolved without a value ("rule deleted", "host no longer selected")
 }
 
@@ -100,17 +100,17 @@ type Event struct {
 
 // Stats counts what the engine did.
 type Stats struct {
-	Rules           int    `json:"rules"`
-	Alerts          int    `json:"alerts"` // pending, firing and stale
-	Evaluations     uint64 `json:"evaluations"`
-	Fired           uint64 `json:"fired"`
-	Resolved        uint64 `json:"resolved"`
-	RefreshErrors   uint64 `json:"refresh_errors"`
-	InvalidStored   uint64 `json:"invalid_stored"` // stored rules refused by validation (skipped)
-	WebhookSent     uint64 `json:"webhook_sent"`
-	WebhookRetries  uint64 `json:"webhook_retries"`
-	WebhookFailed   uint64 `json:"webhook_failed"`  // gave up after the attempts, or a 4xx
-	WebhookDropped  uint64 `json:"webhook_dropped"` // queue full, or left at shutdown
+	Rules          int    `json:"rules"`
+	Alerts         int    `json:"alerts"` // pending, firing and stale
+	Evaluations    uint64 `json:"evaluations"`
+	Fired          uint64 `json:"fired"`
+	Resolved       uint64 `json:"resolved"`
+	RefreshErrors  uint64 `json:"refresh_errors"`
+	InvalidStored  uint64 `json:"invalid_stored"` // stored rules refused by validation (skipped)
+	WebhookSent    uint64 `json:"webhook_sent"`
+	WebhookRetries uint64 `json:"webhook_retries"`
+	WebhookFailed  uint64 `json:"webhook_failed"`  // gave up after the attempts, or a 4xx
+	WebhookDropped uint64 `json:"webhook_dropped"` // queue full, or left at shutdown
 }
 
 type stateKey struct{ rule, host, series string }

@@ -40,7 +40,7 @@ func (e *Engine) HandleCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("alert rule %q exists; PUT /api/v1/alerts/rules/%s replaces it", rule.ID, rule.ID))
 		return
 	}
-	if !e.put(w, r.Context(), rule) {
+	if !e.put(r.Context(), w, rule) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, rule)
@@ -64,7 +64,7 @@ func (e *Engine) HandleReplace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rule.ID = id
-	if !e.put(w, r.Context(), rule) {
+	if !e.put(r.Context(), w, rule) {
 		return
 	}
 	writeJSON(w, http.StatusOK, rule)
@@ -100,7 +100,7 @@ func (e *Engine) hasRule(id string) bool {
 }
 
 // put stores rule and reloads the rules; false when it wrote an error.
-func (e *Engine) put(w http.ResponseWriter, ctx context.Context, rule Rule) bool {
+func (e *Engine) put(ctx context.Context, w http.ResponseWriter, rule Rule) bool {
 	sctx, cancel := context.WithTimeout(ctx, e.opts.StoreTimeout)
 	defer cancel()
 	if err := e.opts.Store.Put(sctx, rule.PB()); err != nil {

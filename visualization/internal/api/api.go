@@ -89,7 +89,7 @@ type API struct {
 	brokers *brokerclient.Client
 	logger  *slog.Logger
 	mux     *http.ServeMux
-	page    []byte // the rendered status page
+	page    []byte              // the rendered status page
 	allow   map[string][]string // methods per path, for 405 answers
 }
 

@@ -237,3 +237,62 @@ func TestReachable(t *testing.T) {
 		}
 	}
 }
+
+func TestClusterCallsCarryTheSecret(t *testing.T) {
+	b := brokertest.Start(t)
+	c, err := brokerclient.New([]string{b.Addr}, 2*time.Second, slog.New(slog.DiscardHandler), brokerclient.WithClusterSecret("s3cret-s3cret-s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if _, err := c.ClusterStatus(ctx); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("status of a broker without control plane = %v, want Unimplemented", err)
+	}
+	b.SetStatus(&monitorpb.StatusResponse{NodeId: "b1", Term: 2})
+	if st, err := c.ClusterStatus(ctx); err != nil || st.GetTerm() != 2 {
+		t.Fatalf("status = %v, %v", st, err)
+	}
+	rule := &monitorpb.AlertRule{Id: "cpu-high", Metric: "cpu.usage_percent", Op: ">", Threshold: 90, ForSeconds: 60}
+	if got, err := c.PutAlertRule(ctx, rule); err != nil || got.GetId() != "cpu-high" {
+		t.Fatalf("put = %v, %v", got, err)
+	}
+	if rules, err := c.ListAlertRules(ctx); err != nil || len(rules) != 1 || rules[0].GetThreshold() != 90 {
+		t.Fatalf("list = %v, %v", rules, err)
+	}
+	for _, want := range []bool{true, false} {
+		if existed, err := c.RemoveAlertRule(ctx, "cpu-high"); err != nil || existed != want {
+			t.Fatalf("remove = %v, %v; want existed %v", existed, err, want)
+		}
+	}
+	for i, a := range b.ClusterAuth() {
+		if a != "Bearer s3cret-s3cret-s3cret" {
+			t.Fatalf("call %d carried authorization %q", i, a)
+		}
+	}
+}
+
+func TestSetBrokersFollowsTheList(t *testing.T) {
+	b1, b2 := brokertest.Start(t), brokertest.Start(t)
+	b2.SetHosts(host("web-2"))
+	c := newClient(t, 2*time.Second, b1.Addr)
+	if err := c.SetBrokers([]string{b2.Addr, b2.Addr}); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Brokers(); len(got) != 1 || got[0] != b2.Addr {
+		t.Fatalf("brokers = %v, want [%s] (duplicates dropped)", got, b2.Addr)
+	}
+	hosts, err := c.ListHosts(context.Background())
+	if err != nil || hostIDs(hosts) != "web-2" {
+		t.Fatalf("hosts = %v, %v; want web-2 from the new list", hostIDs(hosts), err)
+	}
+	if n := b1.Calls(); n != 0 {
+		t.Fatalf("the removed broker got %d calls", n)
+	}
+	if err := c.SetBrokers(nil); err == nil {
+		t.Fatal("SetBrokers(nil): want an error")
+	}
+	if _, err := c.Subscribe(context.Background(), b1.Addr, &monitorpb.SubscribeRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("subscribe to a broker not in the list = %v, want Unavailable", err)
+	}
+}

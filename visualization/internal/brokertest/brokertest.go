@@ -264,9 +264,7 @@ func (b *Broker) Subscribe(req *monitorpb.SubscribeRequest, stream monitorpb.Mon
 	b.mu.Unlock()
 	defer func() {
 		b.mu.Lock()
-		if _, ok := b.subs[ch]; ok {
-			delete(b.subs, ch)
-		}
+		delete(b.subs, ch)
 		b.mu.Unlock()
 	}()
 	for {
