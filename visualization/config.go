@@ -60,6 +60,10 @@ type Config struct {
 type TopKConfig struct {
 	K   int             `yaml:"k"`
 	TTL config.Duration `yaml:"ttl"`
+	// ShmName is the POSIX shared-memory segment the current top K of
+	// every metric is exported to ("/name"; `monitorctl top` reads it).
+	// Empty: no export.
+	ShmName string `yaml:"shm_name"`
 }
 
 // WebSocketConfig is the browser push channel.
@@ -138,7 +142,7 @@ func DefaultConfig() Config {
 		PullInterval:  config.Duration(2 * time.Second),
 		OfflineAfter:  config.Duration(30 * time.Second),
 		StaleAfter:    config.Duration(15 * time.Second), // 3 × the agent's 5 s interval
-		TopK:          TopKConfig{K: 10, TTL: config.Duration(time.Hour)},
+		TopK:          TopKConfig{K: 10, TTL: config.Duration(time.Hour), ShmName: "/monitor-topk"},
 		WebSocket: WebSocketConfig{
 			Heartbeat:      config.Duration(30 * time.Second),
 			AllowedOrigins: []string{},
@@ -182,6 +186,7 @@ func (c *Config) Validate() error {
 		config.DurationIn("stale_after", c.StaleAfter, time.Second, 24*time.Hour),
 		config.IntIn("topk.k", c.TopK.K, 1, 1000),
 		config.DurationIn("topk.ttl", c.TopK.TTL, time.Minute, 7*24*time.Hour),
+		shmName("topk.shm_name", c.TopK.ShmName),
 		config.DurationIn("websocket.heartbeat", c.WebSocket.Heartbeat, time.Second, 10*time.Minute),
 		config.DurationIn("max_range", c.MaxRange, time.Minute, 366*24*time.Hour),
 		config.IntIn("max_points", c.MaxPoints, 2, 1_000_000),
@@ -291,4 +296,15 @@ func (c *Config) BindFlags(f *config.Flags) {
 		c.QUICListen = v
 		return nil
 	})
+}
+
+// shmName checks an optional POSIX shared-memory name ("/name").
+func shmName(key, v string) error {
+	if v == "" {
+		return nil
+	}
+	if len(v) < 2 || v[0] != '/' || strings.ContainsRune(v[1:], '/') || len(v) > 255 {
+		return config.Errorf(key, "%q is not a shared-memory name: want \"/name\" with no other slash (or empty to turn the export off)", v)
+	}
+	return nil
 }

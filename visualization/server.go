@@ -66,6 +66,7 @@ type Server struct {
 	members *membership.Watcher
 	feed    *live.Feed
 	hub     *push.Hub
+	engines *engines
 	ws      *wspush.Handler
 }
 
@@ -118,9 +119,14 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		Logger: logger.With("component", "push"),
 	})
 
-	// The engines plug in here (see the package doc).
-	observers := []live.Observer{hub}
-	var routes []api.Route
+	// The engines plug in here (see the package doc and engines.go).
+	eng, err := newEngines(cfg, brokers, hub.Publish, logger)
+	if err != nil {
+		_ = brokers.Close()
+		return nil, fmt.Errorf("visualization: %w", err)
+	}
+	observers := append([]live.Observer{hub}, eng.observers()...)
+	routes := eng.routes(brokers, cfg.BrokerTimeout.D())
 
 	feed, err := live.New(live.Options{
 		Source: brokers, Observers: observers,
@@ -129,6 +135,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	})
 	if err != nil {
 		_ = brokers.Close()
+		_ = eng.close()
 		return nil, fmt.Errorf("visualization: %w", err)
 	}
 	feed.SetBrokers(cfg.Brokers)
@@ -148,9 +155,10 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	})
 	if err != nil {
 		_ = brokers.Close()
+		_ = eng.close()
 		return nil, fmt.Errorf("visualization: %w", err)
 	}
-	s := &Server{cfg: cfg, logger: logger, brokers: brokers, members: members, feed: feed, hub: hub, ws: ws}
+	s := &Server{cfg: cfg, logger: logger, brokers: brokers, members: members, feed: feed, hub: hub, ws: ws, engines: eng}
 	handler, err := api.New(api.Options{
 		PullInterval:  cfg.PullInterval.D(),
 		OfflineAfter:  cfg.OfflineAfter.D(),
@@ -168,11 +176,13 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}, logger.With("component", "api"))
 	if err != nil {
 		_ = brokers.Close()
+		_ = eng.close()
 		return nil, fmt.Errorf("visualization: %w", err)
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		_ = brokers.Close()
+		_ = eng.close()
 		return nil, fmt.Errorf("visualization: listen on http_listen %s: %w", cfg.HTTPListen, err)
 	}
 	s.ln = ln
@@ -243,6 +253,7 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { _ = s.members.Run(bg) })
 	wg.Go(func() { _ = s.feed.Run(bg) })
 	wg.Go(func() { s.followMembers(bg) })
+	wg.Go(func() { s.engines.run(bg) })
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()
@@ -266,6 +277,9 @@ func (s *Server) Run(ctx context.Context) error {
 	s.ws.Wait()
 	stopBG()
 	wg.Wait()
+	if e := s.engines.close(); e != nil {
+		err = errors.Join(err, fmt.Errorf("close the top-k engine: %w", e))
+	}
 	if e := s.brokers.Close(); e != nil {
 		err = errors.Join(err, e)
 	}

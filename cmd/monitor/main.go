@@ -71,8 +71,25 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("-log-level: %w", err)
 	}
 
+	password := f.password
+	if password == "" {
+		password = os.Getenv("MONITOR_ADMIN_PASSWORD")
+	}
+	generated := password == ""
+	if generated {
+		password = randomPassword()
+	}
+	// The broker and the visualization server share a random cluster
+	// secret (alert rules live in the broker's control plane); the admin
+	// password also authorizes monitorctl against the broker.
+	clusterSecret := randomPassword() + randomPassword()
+
 	bcfg := broker.DefaultConfig()
 	bcfg.NodeID = "standalone"
+	bcfg.Cluster.Secret = clusterSecret
+	if len(password) >= 8 {
+		bcfg.Cluster.AdminPassword = password
+	}
 	bcfg.GRPCListen = f.grpc
 	bcfg.HTTPListen = "" // the visualization server's /healthz covers standalone
 	bcfg.DataDir = f.data
@@ -85,14 +102,6 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 
-	password := f.password
-	if password == "" {
-		password = os.Getenv("MONITOR_ADMIN_PASSWORD")
-	}
-	generated := password == ""
-	if generated {
-		password = randomPassword()
-	}
 	hash, err := visualization.HashPassword(password)
 	if err != nil {
 		return err
@@ -101,6 +110,7 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	vcfg.HTTPListen = f.http
 	vcfg.QUICListen = f.quic
 	vcfg.Brokers = []string{b.GRPCAddr()}
+	vcfg.ClusterSecret = visualization.Secret(clusterSecret)
 	// The admin password is the admin user's, kept only as a bcrypt hash;
 	// the JWT secret is random per start unless MONITOR_JWT_SECRET sets one
 	// (tokens then survive a restart).

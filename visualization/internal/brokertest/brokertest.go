@@ -37,8 +37,9 @@ type Broker struct {
 	// Addr is the gRPC address, 127.0.0.1:port.
 	Addr string
 
-	srv   *grpc.Server
-	calls atomic.Int64
+	srv       *grpc.Server
+	calls     atomic.Int64
+	listHosts atomic.Int64
 
 	mu        sync.Mutex
 	hosts     []*monitorpb.HostStatus
@@ -144,6 +145,9 @@ func (b *Broker) Hang() {
 	}
 }
 
+// ListHostsCalls returns how many ListHosts RPCs reached this broker.
+func (b *Broker) ListHostsCalls() int64 { return b.listHosts.Load() }
+
 // Calls returns how many RPCs reached this broker.
 func (b *Broker) Calls() int64 { return b.calls.Load() }
 
@@ -176,6 +180,7 @@ func (b *Broker) enter(ctx context.Context) error {
 
 // ListHosts implements monitorpb.MonitorServiceServer.
 func (b *Broker) ListHosts(ctx context.Context, _ *monitorpb.ListHostsRequest) (*monitorpb.ListHostsResponse, error) {
+	b.listHosts.Add(1)
 	if err := b.enter(ctx); err != nil {
 		return nil, err
 	}

@@ -31,6 +31,18 @@ const (
 	MaxMetricLen = int(C.TOPK_MAX_METRIC_LEN)
 )
 
+// The shared-memory layout as topk.h defines it; visualization/topkshm
+// holds the Go side, and topk's tests check that the two agree.
+const (
+	ShmMagic      = uint64(C.TOPK_SHM_MAGIC)
+	ShmVersion    = int(C.TOPK_SHM_VERSION)
+	ShmHeaderSize = int(C.TOPK_SHM_HEADER_SIZE)
+	ShmNameWidth  = int(C.TOPK_SHM_NAME_WIDTH)
+	ShmHostWidth  = int(C.TOPK_SHM_HOST_WIDTH)
+	ShmSlotHead   = int(C.TOPK_SHM_SLOT_HEAD)
+	ShmEntrySize  = int(C.TOPK_SHM_ENTRY_SIZE)
+)
+
 // Engine is one C++ engine. Its memory is C memory, freed by Close (or,
 // as a safety net, when the Engine is garbage collected).
 type Engine struct {

@@ -3,6 +3,8 @@ package topk
 import (
 	"math"
 	"time"
+
+	"github.com/monitorhq/monitor/visualization/topkshm"
 )
 
 // goCore is the pure-Go twin of the C++ engine (visualization/internal/cpp/
@@ -15,7 +17,7 @@ type goCore struct {
 	maxMetrics int
 	metrics    map[string]*gmetric
 	byID       []*gmetric
-	shm        *shmWriter
+	shm        *topkshm.Writer
 	anyDirty   bool
 }
 
@@ -28,20 +30,13 @@ type entry struct {
 	byTime  tnode
 }
 
-// cached is one exported top-K entry.
-type cached struct {
-	host  string
-	value float64
-	ts    int64
-}
-
 type gmetric struct {
 	name    string
 	id      uint32
 	hosts   map[string]*entry
 	byValue treap // best first: higher value, then lower host id
 	byTime  treap // oldest first, then lower host id
-	cache   []cached
+	cache   []Entry // the exported top K
 	dirty   bool
 }
 
@@ -62,7 +57,7 @@ func lessTime(a, b *entry) bool {
 func newGoCore(k int, ttl time.Duration, maxMetrics int, shmName string) (*goCore, error) {
 	c := &goCore{k: k, ttl: int64(ttl), maxMetrics: maxMetrics, metrics: map[string]*gmetric{}}
 	if shmName != "" {
-		w, err := openShmWriter(shmName, k, maxMetrics, ttl)
+		w, err := topkshm.Create(shmName, k, maxMetrics, ttl)
 		if err != nil {
 			return nil, err
 		}
@@ -132,23 +127,23 @@ func (c *goCore) ranksInTop(m *gmetric, e *entry) bool {
 		return true
 	}
 	last := m.cache[len(m.cache)-1]
-	if e.value != last.value {
-		return e.value > last.value
+	if e.value != last.Value {
+		return e.value > last.Value
 	}
-	return e.host < last.host
+	return e.host < last.Host
 }
 
 // rebuild recomputes m's cache and reports whether it changed.
 func (c *goCore) rebuild(m *gmetric) bool {
 	for _, x := range m.cache {
-		if e := m.hosts[x.host]; e != nil {
+		if e := m.hosts[x.Host]; e != nil {
 			e.inTop = false
 		}
 	}
-	next := make([]cached, 0, c.k)
+	next := make([]Entry, 0, c.k)
 	m.byValue.ascend(func(e *entry) bool {
 		e.inTop = true
-		next = append(next, cached{e.host, e.value, e.ts})
+		next = append(next, Entry{Host: e.host, Value: e.value, TS: e.ts})
 		return len(next) < c.k
 	})
 	if equalCache(next, m.cache) {
@@ -160,7 +155,7 @@ func (c *goCore) rebuild(m *gmetric) bool {
 	return true
 }
 
-func equalCache(a, b []cached) bool {
+func equalCache(a, b []Entry) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -197,20 +192,27 @@ func (c *goCore) publish(now int64) {
 	if c.shm == nil || !c.anyDirty {
 		return
 	}
-	s := c.shm.beginWrite()
+	if c.shm.Begin() != nil {
+		return // closed
+	}
 	for _, m := range c.byID {
 		if !m.dirty {
 			continue
 		}
 		m.dirty = false
-		if len(m.name) > shmNameWidth {
+		if len(m.name) > topkshm.NameWidth {
 			continue // not exportable; the slot stays empty
 		}
-		c.shm.writeSlot(int(m.id), m.name, m.cache)
+		// Cannot fail: ids are below maxMetrics, names and hosts fit, the
+		// cache holds at most k entries.
+		_ = c.shm.WriteSlot(int(m.id), m.name, m.cache)
 	}
-	c.shm.endWrite(s, now)
+	c.shm.End(time.Unix(0, now))
 	c.anyDirty = false
 }
+
+// Hosts the engine accepts fit the segment's host field.
+var _ = [1]struct{}{}[max(0, maxHostLen-topkshm.HostWidth)]
 
 func (c *goCore) top(id uint32, k int, dst []Entry) []Entry {
 	if int(id) >= len(c.byID) || k <= 0 {
@@ -236,5 +238,5 @@ func (c *goCore) close() error {
 	if c.shm == nil {
 		return nil
 	}
-	return c.shm.close()
+	return c.shm.Close()
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/monitorhq/monitor/visualization/topkshm"
 )
 
 const (
@@ -28,7 +30,7 @@ func tornValue(r, i int) float64 { return float64(r*1000 + (i+r)%tornK) }
 
 // checkRound verifies the consistency invariant of one snapshot and
 // returns its round.
-func checkRound(s Snapshot) (int, error) {
+func checkRound(s topkshm.Snapshot) (int, error) {
 	if len(s.Metrics) != tornMetrics {
 		return 0, fmt.Errorf("%d metrics, want %d", len(s.Metrics), tornMetrics)
 	}
@@ -136,8 +138,8 @@ func TestSharedReaderChild(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("after %d reads saw %d distinct rounds, want %d", reads, distinct, childRounds)
 		}
-		s, err := ReadShared(name)
-		if errors.Is(err, ErrBusy) {
+		s, err := topkshm.ReadShared(name)
+		if errors.Is(err, topkshm.ErrBusy) {
 			continue
 		}
 		if err != nil {
@@ -157,22 +159,4 @@ func TestSharedReaderChild(t *testing.T) {
 		}
 	}
 	fmt.Println("reader ok: reads " + strconv.Itoa(reads) + ", distinct rounds " + strconv.Itoa(distinct))
-}
-
-// TestReadSharedRefusesOtherSegments checks the reader's errors.
-func TestReadSharedRefusesOtherSegments(t *testing.T) {
-	if _, err := ReadShared("/monitor-topk-test-missing-" + strconv.Itoa(os.Getpid())); err == nil {
-		t.Fatal("missing segment read")
-	}
-	if _, err := ReadShared("bad"); err == nil {
-		t.Fatal("bad name accepted")
-	}
-	name := shmName(t)
-	if err := os.WriteFile(shmPath(name), make([]byte, 4096), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(shmPath(name))
-	if _, err := ReadShared(name); !errors.Is(err, ErrNotTopK) {
-		t.Fatalf("zeroed segment: %v, want ErrNotTopK", err)
-	}
 }

@@ -3,9 +3,9 @@
 // (visualization/internal/cpp) with a pure-Go twin (NewGo; New uses it in
 // builds without cgo), both exact and O(log N) per update, entries expiring
 // TTL after their sample's timestamp. The current top K of every metric is
-// exported to a POSIX shared-memory segment under a seqlock, which other
-// local processes read with ReadShared (monitorctl top) — no cgo needed.
-// docs/analysis.md draws the segment layout.
+// exported to a POSIX shared-memory segment under a seqlock (layout, Go
+// writer and reader in visualization/topkshm), which other local processes
+// read with topkshm.ReadShared (monitorctl top) — no cgo needed.
 //
 // The Engine is fed by the live path (Observe), answers GET /api/v1/topk
 // from memory (HandleTopK) and publishes "topk" events when a metric's top
@@ -25,6 +25,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/monitorhq/monitor/visualization/topkshm"
 )
 
 // Defaults of Options.
@@ -36,6 +38,12 @@ const (
 	DefaultSweepInterval   = 5 * time.Second
 	// MaxK bounds K and the k a query may ask for.
 	MaxK = 1000
+)
+
+// Limits on names, as the C++ engine has them.
+const (
+	maxHostLen   = 128
+	maxMetricLen = 1024
 )
 
 // Update result codes shared by both engines (cpp.Err* have the same values).
@@ -70,12 +78,8 @@ type Options struct {
 	Metrics []string
 }
 
-// Entry is one ranked host of a metric.
-type Entry struct {
-	Host  string  `json:"host"`
-	Value float64 `json:"value"`
-	TS    int64   `json:"ts"` // sample time, Unix seconds
-}
+// Entry is one ranked host of a metric; the shared segment holds the same.
+type Entry = topkshm.Entry
 
 // Event is the payload of a "topk" event: a metric's new top K.
 type Event struct {
@@ -162,7 +166,7 @@ func build(opts Options, impl string, mk func(int, time.Duration, int, string) (
 		return nil, fmt.Errorf("topk: max metrics %d is outside [1, 2^20]", opts.MaxMetrics)
 	}
 	if opts.ShmName != "" {
-		if err := checkShmName(opts.ShmName); err != nil {
+		if err := topkshm.CheckName(opts.ShmName); err != nil {
 			return nil, fmt.Errorf("topk: %w", err)
 		}
 	}

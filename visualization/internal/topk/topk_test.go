@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/monitorhq/monitor/visualization/topkshm"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -214,7 +216,7 @@ func runModel(t *testing.T, mk func(Options) (*Engine, error), ops int, next fun
 			}
 		}
 		rec.mu.Unlock()
-		snap, err := ReadShared(name)
+		snap, err := topkshm.ReadShared(name)
 		if err != nil {
 			t.Fatalf("op %d: ReadShared: %v", i, err)
 		}
@@ -226,7 +228,7 @@ func runModel(t *testing.T, mk func(Options) (*Engine, error), ops int, next fun
 			}
 		}
 		for _, m := range mod.live(now) {
-			if !seen[m] && len(m) <= shmNameWidth {
+			if !seen[m] && len(m) <= topkshm.NameWidth {
 				t.Fatalf("op %d: segment lacks metric %q", i, m)
 			}
 		}
@@ -284,7 +286,7 @@ func TestReentersAfterDroppingOut(t *testing.T) {
 			e.Update("cpu", "b", 20, ts)
 			e.Update("cpu", "c", 30, ts) // a drops out
 			e.Update("cpu", "b", 1, ts)  // b falls below a: a is back
-			want := []Entry{{"c", 30, ts}, {"a", 10, ts}}
+			want := []Entry{{Host: "c", Value: 30, TS: ts}, {Host: "a", Value: 10, TS: ts}}
 			if got := e.Top("cpu", 2); !slices.Equal(got, want) {
 				t.Fatalf("Top = %v, want %v", got, want)
 			}
@@ -341,7 +343,7 @@ func TestEventsAreRateLimited(t *testing.T) {
 				t.Fatalf("%d events at once, want 1", rec.n)
 			}
 			rec.mu.Unlock()
-			want := []Entry{{"c", 3, ts}, {"b", 2, ts}}
+			want := []Entry{{Host: "c", Value: 3, TS: ts}, {Host: "b", Value: 2, TS: ts}}
 			deadline := time.Now().Add(5 * time.Second)
 			for {
 				rec.mu.Lock()

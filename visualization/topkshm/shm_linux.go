@@ -1,6 +1,6 @@
 //go:build linux
 
-package topk
+package topkshm
 
 import (
 	"fmt"
@@ -11,15 +11,19 @@ import (
 	"time"
 )
 
-// openShmWriter creates (or resets) the segment name sized for maxMetrics
-// slots of k entries and maps it for writing. Like shm_open(3) it lives in
-// /dev/shm, so both engines produce the same object.
-func openShmWriter(name string, k, maxMetrics int, ttl time.Duration) (*shmWriter, error) {
-	if err := checkShmName(name); err != nil {
+// Create creates (or resets) the segment name ("/name") sized for
+// maxMetrics slots of k entries, with mode 0600, writes its header (k,
+// ttl) and maps it for writing. Like shm_open(3) it lives in /dev/shm, so
+// the Go and C++ writers produce the same object. Close unlinks it.
+func Create(name string, k, maxMetrics int, ttl time.Duration) (*Writer, error) {
+	if err := CheckName(name); err != nil {
 		return nil, err
 	}
-	slot := slotSize(k)
-	size := shmHeaderSize + maxMetrics*slot
+	if err := checkDims(k, maxMetrics); err != nil {
+		return nil, err
+	}
+	slot := SlotSize(k)
+	size := HeaderSize + maxMetrics*slot
 	f, err := os.OpenFile(shmPath(name), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open shm %s: %w", name, err)
@@ -34,32 +38,38 @@ func openShmWriter(name string, k, maxMetrics int, ttl time.Duration) (*shmWrite
 		os.Remove(shmPath(name))
 		return nil, fmt.Errorf("mmap shm %s (%d bytes): %w", name, size, err)
 	}
-	w := &shmWriter{name: name, mem: mem, k: k, slot: slot, scratch: make([]byte, max(slot, 16))}
-	w.initHeader(maxMetrics, ttl)
+	w := &Writer{name: name, mem: mem, k: k, slots: maxMetrics, slot: slot, scratch: make([]byte, slot)}
+	w.initHeader(ttl)
 	return w, nil
 }
 
-// close unmaps and unlinks the segment.
-func (w *shmWriter) close() error {
+// Close unmaps and unlinks the segment; later calls do nothing.
+func (w *Writer) Close() error {
+	if w.mem == nil {
+		return nil
+	}
 	err := syscall.Munmap(w.mem)
 	w.mem = nil
-	if rerr := os.Remove(shmPath(w.name)); err == nil {
+	if rerr := os.Remove(shmPath(w.name)); err == nil && rerr != nil {
 		err = rerr
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("close shm %s: %w", w.name, err)
+	}
+	return nil
 }
 
 // readBudget bounds how long ReadShared retries against a busy writer.
 const readBudget = time.Second
 
 // ReadShared returns a consistent copy of the top-k segment name (e.g.
-// "/monitor-topk") written by this package's engines in another process or
-// this one. It needs no cgo: it maps /dev/shm/<name> read-only and copies
-// it under the seqlock, retrying while a write is in progress (odd
-// sequence) or happened during the copy (changed sequence); after a second
-// of retries it gives up with ErrBusy.
+// DefaultName) written by a Writer or the C++ engine in another process or
+// this one. It maps /dev/shm/<name> read-only and copies it under the
+// seqlock, retrying while a write is in progress (odd sequence) or happened
+// during the copy (changed sequence); after a second of retries it gives up
+// with ErrBusy. A missing segment is an error matching fs.ErrNotExist.
 func ReadShared(name string) (Snapshot, error) {
-	if err := checkShmName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return Snapshot{}, err
 	}
 	f, err := os.Open(shmPath(name))
@@ -72,7 +82,7 @@ func ReadShared(name string) (Snapshot, error) {
 		return Snapshot{}, fmt.Errorf("stat top-k segment %s: %w", name, err)
 	}
 	size := int(st.Size())
-	if size < shmHeaderSize {
+	if size < HeaderSize {
 		return Snapshot{}, fmt.Errorf("top-k segment %s: %w: %d bytes", name, ErrNotTopK, size)
 	}
 	mem, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ, syscall.MAP_SHARED)
@@ -89,17 +99,17 @@ func ReadShared(name string) (Snapshot, error) {
 
 // readMapped is the seqlock reader over a mapped segment.
 func readMapped(mem []byte) (Snapshot, error) {
-	if atomic.LoadUint64(word(mem, offMagic)) != shmMagic {
+	if atomic.LoadUint64(word(mem, offMagic)) != Magic {
 		return Snapshot{}, ErrNotTopK
 	}
-	hdr := make([]byte, shmHeaderSize)
-	copyWords(hdr, mem[:shmHeaderSize])
-	if v := native.Uint32(hdr[offVersion:]); v != shmVersion {
+	hdr := make([]byte, HeaderSize)
+	copyWords(hdr, mem[:HeaderSize])
+	if v := native.Uint32(hdr[offVersion:]); v != Version {
 		return Snapshot{}, fmt.Errorf("%w: version %d", ErrNotTopK, v)
 	}
 	slot := int(native.Uint32(hdr[offSlotSize:]))
 	maxMetrics := int(native.Uint32(hdr[offMaxMetrics:]))
-	if slot <= 0 || shmHeaderSize+maxMetrics*slot > len(mem) {
+	if slot <= 0 || HeaderSize+maxMetrics*slot > len(mem) {
 		return Snapshot{}, fmt.Errorf("%w: %d slots of %d bytes do not fit %d bytes", ErrNotTopK, maxMetrics, slot, len(mem))
 	}
 	var buf []byte
@@ -115,7 +125,7 @@ func readMapped(mem []byte) (Snapshot, error) {
 		if s1&1 != 0 {
 			continue
 		}
-		n := shmHeaderSize + min(metricCount(atomic.LoadUint64(word(mem, offMaxMetrics))), maxMetrics)*slot
+		n := HeaderSize + min(metricCount(atomic.LoadUint64(word(mem, offMaxMetrics))), maxMetrics)*slot
 		if cap(buf) < n {
 			buf = make([]byte, n)
 		}
@@ -127,7 +137,7 @@ func readMapped(mem []byte) (Snapshot, error) {
 		native.PutUint64(buf[offSeq:], s1)
 		// The copy holds the count current at s1, possibly more slots than
 		// copied if it grew before the first load of seq: trim to the copy.
-		if c := int(native.Uint32(buf[offMetricCount:])); shmHeaderSize+c*slot > n {
+		if c := int(native.Uint32(buf[offMetricCount:])); HeaderSize+c*slot > n {
 			continue
 		}
 		return decode(buf)

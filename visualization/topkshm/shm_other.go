@@ -1,6 +1,6 @@
 //go:build !linux
 
-package topk
+package topkshm
 
 import (
 	"errors"
@@ -9,11 +9,13 @@ import (
 
 var errNoShm = errors.New("top-k shared memory is only implemented on Linux (/dev/shm)")
 
-func openShmWriter(name string, k, maxMetrics int, ttl time.Duration) (*shmWriter, error) {
+// Create creates the segment name; it is only implemented on Linux.
+func Create(name string, k, maxMetrics int, ttl time.Duration) (*Writer, error) {
 	return nil, errNoShm
 }
 
-func (w *shmWriter) close() error { return errNoShm }
+// Close unmaps and unlinks the segment; it is only implemented on Linux.
+func (w *Writer) Close() error { return errNoShm }
 
 // ReadShared returns a consistent copy of the top-k segment name; it is
 // only implemented on Linux.
