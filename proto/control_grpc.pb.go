@@ -69,7 +69,8 @@ type ClusterServiceClient interface {
 	// RemoveStorageShard drains a shard (its hosts move to the others) and then
 	// takes it off (admin).
 	RemoveStorageShard(ctx context.Context, in *RemoveShard, opts ...grpc.CallOption) (*StatusResponse, error)
-	// Alert rules live in the control plane (admin writes, open reads).
+	// Alert rules live in the control plane; reads and writes need the
+	// cluster secret (the visualization server) or the admin credential.
 	PutAlertRule(ctx context.Context, in *AlertRule, opts ...grpc.CallOption) (*AlertRule, error)
 	RemoveAlertRule(ctx context.Context, in *DeleteAlertRule, opts ...grpc.CallOption) (*DeleteAlertRuleResponse, error)
 	ListAlertRules(ctx context.Context, in *ListAlertRulesRequest, opts ...grpc.CallOption) (*ListAlertRulesResponse, error)
@@ -223,7 +224,8 @@ type ClusterServiceServer interface {
 	// RemoveStorageShard drains a shard (its hosts move to the others) and then
 	// takes it off (admin).
 	RemoveStorageShard(context.Context, *RemoveShard) (*StatusResponse, error)
-	// Alert rules live in the control plane (admin writes, open reads).
+	// Alert rules live in the control plane; reads and writes need the
+	// cluster secret (the visualization server) or the admin credential.
 	PutAlertRule(context.Context, *AlertRule) (*AlertRule, error)
 	RemoveAlertRule(context.Context, *DeleteAlertRule) (*DeleteAlertRuleResponse, error)
 	ListAlertRules(context.Context, *ListAlertRulesRequest) (*ListAlertRulesResponse, error)

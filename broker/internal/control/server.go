@@ -317,7 +317,7 @@ func (s *Server) status() (*monitorpb.StatusResponse, error) {
 
 type statusKey struct {
 	applied, fsm, term uint64
-	leader, state string
+	leader, state      string
 }
 
 // sameView reports whether two statuses differ only in their indexes (a
