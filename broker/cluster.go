@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/monitorhq/monitor/broker/internal/control"
@@ -55,6 +56,8 @@ type cluster struct {
 	ready     chan struct{} // closed once the store routes by the cluster's ring
 	readyOnce sync.Once
 
+	applyLatency prometheus.Histogram // control-plane writes applied on this node (leader)
+
 	reg         chan *monitorpb.RegisteredHost
 	regDropped  atomic.Uint64
 	regWritten  atomic.Uint64
@@ -66,7 +69,12 @@ type cluster struct {
 // startCluster starts this broker's Raft member.
 func startCluster(cfg Config, grpcAddr string, store storage.Store, logger *slog.Logger) (*cluster, error) {
 	c := &cluster{cfg: cfg, log: logger.With("component", "cluster"), ready: make(chan struct{}),
-		reg: make(chan *monitorpb.RegisteredHost, registryQueue)}
+		reg: make(chan *monitorpb.RegisteredHost, registryQueue),
+		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "monitor_broker_raft_apply_seconds",
+			Help:    "Control-plane writes on this member while it leads: time to replicate to a quorum and apply.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		})}
 	if rs, ok := store.(*redisstore.Store); ok {
 		c.redis = rs
 	} else {
@@ -94,6 +102,7 @@ func startCluster(cfg Config, grpcAddr string, store storage.Store, logger *slog
 		TrailingLogs:      uint64(cfg.Raft.TrailingLogs),
 		Bootstrap:         len(cfg.Raft.Join) == 0,
 		RaftLog:           slogWriter{c.log},
+		ObserveApply:      func(d time.Duration) { c.applyLatency.Observe(d.Seconds()) },
 	}, c.log)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,10 @@
 //	                       the new ring gives it move there live
 //	shard remove ID        drain a shard and take it off (admin)
 //	wait-migration         wait until no ring change is moving hosts
+//	top [-shm NAME] [-metric M] [-k N]
+//	                       the Top-K hosts per metric, read from the shared
+//	                       memory of the visualization server on this
+//	                       machine (no broker needed)
 //
 // Credentials come from -user/-password or MONITOR_USER/MONITOR_PASSWORD.
 package main
@@ -52,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	password := fs.String("password", os.Getenv("MONITOR_PASSWORD"), "admin password (env MONITOR_PASSWORD)")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline of the command")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: monitorctl [-broker ADDR] [-json] [-user U -password P] status | remove-broker ID | shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls] | shard remove ID | wait-migration")
+		fmt.Fprintln(stderr, "usage: monitorctl [-broker ADDR] [-json] [-user U -password P] status | remove-broker ID | shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls] | shard remove ID | wait-migration | top [-shm NAME] [-metric M] [-k N]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -90,6 +94,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	case "wait-migration":
 		st, err = waitMigration(ctx, c, stderr)
+	case "top":
+		return topCmd(fs.Args()[1:], *asJSON, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "monitorctl: unknown command %q\n", cmd)
 		fs.Usage()

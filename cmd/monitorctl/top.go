@@ -21,21 +21,21 @@ import (
 // prints every metric's ranked hosts, or the snapshot as JSON. It returns
 // the exit code.
 func topCmd(args []string, asJSON bool, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("top", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	name := fs.String("shm", topkshm.DefaultName, "shared-memory name of the visualization server's Top-K export")
-	metric := fs.String("metric", "", "show only this metric (full series name, e.g. net.rx_bytes_per_sec{iface=eth0})")
-	k := fs.Int("k", 0, "show at most this many hosts per metric (0: all the segment holds)")
-	fs.BoolVar(&asJSON, "json", asJSON, "print the snapshot as JSON")
-	fs.Usage = func() {
+	flags := flag.NewFlagSet("top", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	name := flags.String("shm", topkshm.DefaultName, "shared-memory name of the visualization server's Top-K export")
+	metric := flags.String("metric", "", "show only this metric (full series name, e.g. net.rx_bytes_per_sec{iface=eth0})")
+	k := flags.Int("k", 0, "show at most this many hosts per metric (0: all the segment holds)")
+	flags.BoolVar(&asJSON, "json", asJSON, "print the snapshot as JSON")
+	flags.Usage = func() {
 		fmt.Fprintln(stderr, "usage: monitorctl top [-shm NAME] [-metric M] [-k N] [-json]")
-		fs.PrintDefaults()
+		flags.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := flags.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "monitorctl: top takes no arguments, got %q\n", fs.Args())
+	if flags.NArg() > 0 {
+		fmt.Fprintf(stderr, "monitorctl: top takes no arguments, got %q\n", flags.Args())
 		return 2
 	}
 	if *k < 0 {
@@ -67,8 +67,8 @@ func explainTopErr(name string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("no top-k segment %s on this machine: the visualization server running here creates it "+
-			"(its Top-K export, named %s unless configured otherwise) and removes it when it stops; "+
-			"start it, or pass -shm with the name it uses (%w)", name, topkshm.DefaultName, err)
+			"(its Top-K export, default name %s) and removes it when it stops; start it, or pass -shm NAME (%w)",
+			name, topkshm.DefaultName, err)
 	case errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("top-k segment %s is readable only by the user running the visualization server (mode 0600); "+
 			"run monitorctl top as that user (%w)", name, err)

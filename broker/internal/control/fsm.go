@@ -341,6 +341,13 @@ func (f *FSM) Host(id string) *monitorpb.RegisteredHost {
 	return hs[i]
 }
 
+// HostCount is the number of hosts in the registry.
+func (f *FSM) HostCount() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.state.GetHosts())
+}
+
 // Setting returns a setting's value.
 func (f *FSM) Setting(key string) (string, bool) {
 	f.mu.RLock()

@@ -49,6 +49,9 @@ type NodeConfig struct {
 	// RaftLog receives hashicorp/raft's own log lines (warnings and up);
 	// nil discards them.
 	RaftLog io.Writer
+	// ObserveApply, when set, is told how long each write applied on this
+	// node took (replicated to a quorum and applied here).
+	ObserveApply func(time.Duration)
 }
 
 // Node is one member of the control-plane cluster.
@@ -308,21 +311,18 @@ func (n *Node) Apply(ctx context.Context, typ monitorpb.CommandType, msg proto.M
 	if err != nil {
 		return err
 	}
-	f := n.raft.Apply(b, timeout(ctx))
-	if err := f.Error(); err != nil {
-		return n.notLeader(err)
-	}
-	if err, ok := f.Response().(error); ok {
-		return err
-	}
-	return nil
+	return n.ApplyRaw(ctx, b)
 }
 
 // ApplyRaw replicates an already encoded entry (forwarded from a follower).
 func (n *Node) ApplyRaw(ctx context.Context, entry []byte) error {
+	start := time.Now()
 	f := n.raft.Apply(entry, timeout(ctx))
 	if err := f.Error(); err != nil {
 		return n.notLeader(err)
+	}
+	if n.cfg.ObserveApply != nil {
+		n.cfg.ObserveApply(time.Since(start))
 	}
 	if err, ok := f.Response().(error); ok {
 		return err
