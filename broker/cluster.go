@@ -166,9 +166,10 @@ func (c *cluster) join(ctx context.Context) {
 func (c *cluster) reconcile(ctx context.Context) {
 	leadership := c.node.LeadershipChanges()
 	var (
-		migCancel context.CancelFunc
-		migDone   chan struct{}
-		migFor    uint64
+		migCancel    context.CancelFunc
+		migDone      chan struct{}
+		migFor       uint64
+		migNotBefore time.Time // a migrator that stopped is restarted after a pause
 	)
 	stopMigrator := func() {
 		if migCancel != nil {
@@ -197,11 +198,14 @@ func (c *cluster) reconcile(ctx context.Context) {
 			select {
 			case <-migDone:
 				migCancel, migFor, migDone = nil, 0, nil
+				migNotBefore = time.Now().Add(2 * time.Second)
 			default:
 			}
 		}
 		m := st.GetMigration()
 		switch {
+		case leader && control.Migrating(st) && migFor != m.GetRingVersion() && time.Now().Before(migNotBefore):
+			again = true
 		case leader && control.Migrating(st) && migFor != m.GetRingVersion():
 			stopMigrator()
 			mctx, cancel := context.WithCancel(ctx)
