@@ -128,6 +128,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) 
 		mux.HandleFunc("GET /healthz", b.healthz)
 		mux.HandleFunc("GET /readyz", b.readyz)
 		mux.Handle("GET /metrics", b.metricsHandler())
+		mux.HandleFunc("GET /federate", b.federate)
 		b.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
 	}
 	return b, nil

@@ -3,15 +3,18 @@
 // first-run experience: one command, then open the printed URL.
 //
 //	monitor standalone [-data DIR] [-http ADDR] [-quic ADDR] [-grpc ADDR]
-//	                   [-storage SPEC] [-admin-password PW] [-interval DUR]
+//	                   [-storage SPEC] [-admin-password PW] [-viewer-password PW]
+//	                   [-interval DUR]
 //
 // The three components talk over real gRPC on loopback, exactly as separate
 // processes would. The UI and API need a login: user "admin" with the
 // admin password (-admin-password, $MONITOR_ADMIN_PASSWORD, or generated
-// and printed once); the JWT secret is random per start unless
-// $MONITOR_JWT_SECRET sets one. Shutdown (SIGINT/SIGTERM) runs in reverse start order:
-// the agent flushes what it holds and waits for acks, then the visualization
-// server stops, then the broker drains and closes storage.
+// and printed once). -viewer-password (or $MONITOR_VIEWER_PASSWORD) adds a
+// read-only user "viewer"; without it there is none. The JWT secret is
+// random per start unless $MONITOR_JWT_SECRET sets one. Shutdown
+// (SIGINT/SIGTERM) runs in reverse start order: the agent flushes what it
+// holds and waits for acks, then the visualization server stops, then the
+// broker drains and closes storage.
 package main
 
 import (
@@ -36,7 +39,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 || os.Args[1] != "standalone" {
-		fmt.Fprintln(os.Stderr, "usage: monitor standalone [-data DIR] [-http ADDR] [-quic ADDR] [-grpc ADDR] [-storage SPEC] [-admin-password PW]")
+		fmt.Fprintln(os.Stderr, "usage: monitor standalone [-data DIR] [-http ADDR] [-quic ADDR] [-grpc ADDR] [-storage SPEC] [-admin-password PW] [-viewer-password PW] [-interval DUR]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -48,7 +51,7 @@ func main() {
 }
 
 type standaloneFlags struct {
-	data, http, quic, grpc, storage, password, interval, logLevel string
+	data, http, quic, grpc, storage, password, viewerPassword, interval, logLevel string
 }
 
 func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -61,6 +64,7 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&f.grpc, "grpc", "127.0.0.1:9093", "the in-process broker's gRPC address")
 	fs.StringVar(&f.storage, "storage", "embedded", "embedded, or redis://[user:pass@]host:port[/db][,redis://...]")
 	fs.StringVar(&f.password, "admin-password", "", "admin password (default: $MONITOR_ADMIN_PASSWORD, else generated and printed)")
+	fs.StringVar(&f.viewerPassword, "viewer-password", "", "password of an optional read-only user \"viewer\" (default: $MONITOR_VIEWER_PASSWORD; empty: no viewer user)")
 	fs.StringVar(&f.interval, "interval", "5s", "the local agent's collection interval")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -115,6 +119,17 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// the JWT secret is random per start unless MONITOR_JWT_SECRET sets one
 	// (tokens then survive a restart).
 	vcfg.Auth.Users = []visualization.UserConfig{{Username: "admin", PasswordHash: hash, Role: "admin"}}
+	viewerPassword := f.viewerPassword
+	if viewerPassword == "" {
+		viewerPassword = os.Getenv("MONITOR_VIEWER_PASSWORD")
+	}
+	if viewerPassword != "" {
+		vhash, err := visualization.HashPassword(viewerPassword)
+		if err != nil {
+			return fmt.Errorf("-viewer-password: %w", err)
+		}
+		vcfg.Auth.Users = append(vcfg.Auth.Users, visualization.UserConfig{Username: "viewer", PasswordHash: vhash, Role: "viewer"})
+	}
 	vcfg.FromEnv(os.Getenv)
 	if vcfg.Auth.JWTSecret == "" {
 		vcfg.Auth.JWTSecret = visualization.RandomSecret()
@@ -142,6 +157,9 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 
 	fmt.Fprintf(stdout, "monitor standalone is running\n  UI and API:  http://%s/\n  broker gRPC: %s\n  storage:     %s\n  host:        %s\n  login:       admin\n", v.Addr(), b.GRPCAddr(), describeStorage(bcfg), acfg.HostID)
+	if viewerPassword != "" {
+		fmt.Fprintf(stdout, "  read-only:   viewer\n")
+	}
 	if generated {
 		fmt.Fprintf(stdout, "  admin password (generated, shown once): %s\n", password)
 	}

@@ -67,7 +67,7 @@ func explainTopErr(name string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("no top-k segment %s on this machine: the visualization server running here creates it "+
-			"(its Top-K export, default name %s) and removes it when it stops; start it, or pass -shm NAME (%w)",
+			"(its Top-K export: config key topk.shm_name, default %s) and removes it when it stops; start it, or pass -shm NAME (%w)",
 			name, topkshm.DefaultName, err)
 	case errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("top-k segment %s is readable only by the user running the visualization server (mode 0600); "+

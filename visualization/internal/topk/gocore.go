@@ -34,8 +34,8 @@ type gmetric struct {
 	name    string
 	id      uint32
 	hosts   map[string]*entry
-	byValue treap // best first: higher value, then lower host id
-	byTime  treap // oldest first, then lower host id
+	byValue treap   // best first: higher value, then lower host id
+	byTime  treap   // oldest first, then lower host id
 	cache   []Entry // the exported top K
 	dirty   bool
 }

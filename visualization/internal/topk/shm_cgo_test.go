@@ -14,7 +14,7 @@ import (
 // writer use.
 func TestSegmentLayoutMatchesCpp(t *testing.T) {
 	for _, c := range []struct {
-		name   string
+		name      string
 		inC, inGo uint64
 	}{
 		{"TOPK_SHM_MAGIC", cpp.ShmMagic, topkshm.Magic},
