@@ -6,8 +6,9 @@
 //
 //	status                 members, leader, term, commit index, ring version,
 //	                       shards with host counts, migration progress
-//	remove-broker ID       remove a broker from the cluster (admin); a new
-//	                       broker joins by starting with -join ADDR
+//	add-broker ID GRPC RAFT add a broker as a voter before it starts (admin);
+//	                       a new broker usually joins itself with -join ADDR
+//	remove-broker ID       remove a broker from the cluster (admin)
 //	shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls]
 //	                       put a Redis shard on the ring (admin); the hosts
 //	                       the new ring gives it move there live
@@ -56,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	password := fs.String("password", os.Getenv("MONITOR_PASSWORD"), "admin password (env MONITOR_PASSWORD)")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline of the command")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: monitorctl [-broker ADDR] [-json] [-user U -password P] status | remove-broker ID | shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls] | shard remove ID | wait-migration | top [-shm NAME] [-metric M] [-k N]")
+		fmt.Fprintln(stderr, "usage: monitorctl [-broker ADDR] [-json] [-user U -password P] status | add-broker ID GRPC RAFT | remove-broker ID | shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls] | shard remove ID | wait-migration | top [-shm NAME] [-metric M] [-k N]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -81,6 +82,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd := fs.Arg(0); cmd {
 	case "status":
 		st, err = c.Status(ctx, &monitorpb.StatusRequest{})
+	case "add-broker":
+		if fs.NArg() != 4 {
+			fmt.Fprintln(stderr, "monitorctl: add-broker needs ID GRPC_ADDR RAFT_ADDR")
+			return 2
+		}
+		var jr *monitorpb.JoinResponse
+		jr, err = c.Join(admin, &monitorpb.JoinRequest{Member: &monitorpb.Member{Id: fs.Arg(1), GrpcAddr: fs.Arg(2), RaftAddr: fs.Arg(3)}})
+		st = jr.GetStatus()
 	case "remove-broker":
 		if fs.NArg() != 2 {
 			fmt.Fprintln(stderr, "monitorctl: remove-broker needs the broker id")
