@@ -6,8 +6,8 @@
 //
 //	status                 members, leader, term, commit index, ring version,
 //	                       shards with host counts, migration progress
-//	add-broker ID GRPC RAFT add a broker as a voter before it starts (admin);
-//	                       a new broker usually joins itself with -join ADDR
+//	add-broker ID GRPC RAFT add a broker as a voter on its behalf (admin), as
+//	                       -join does; start it with -join ADDR right away
 //	remove-broker ID       remove a broker from the cluster (admin)
 //	shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls]
 //	                       put a Redis shard on the ring (admin); the hosts
