@@ -270,6 +270,9 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if len(c.Raft.Join) > 0 && c.Storage.Backend == "embedded" {
+		return config.Errorf("raft.join", "is set but storage.backend is embedded, which keeps data on this broker only; brokers of a cluster share Redis shards (storage.backend redis)")
+	}
 	if len(c.Raft.Join) > 0 && len(c.Cluster.Secret) < 16 {
 		return config.Errorf("cluster.secret", "must be at least 16 characters to join a cluster (raft.join is set); set it, or MONITOR_CLUSTER_SECRET, to the same value on every broker")
 	}
