@@ -87,6 +87,7 @@ type harness struct {
 	log    *slog.Logger
 	res    *results
 	failed []string
+	only   map[string]bool // phases to run; empty: all
 }
 
 func main() {
@@ -96,6 +97,7 @@ func main() {
 	runs := flag.Int("runs", 3, "runs per throughput figure (the median is reported)")
 	dur := flag.Duration("duration", 20*time.Second, "length of one throughput run")
 	hosts := flag.Int("hosts", 500, "simulated hosts in the saturation runs")
+	only := flag.String("only", "", "comma-separated phases to run (ingest, memory, queries, compact, quic, cluster); empty: all")
 	flag.Parse()
 
 	p := params{Runs: *runs, Duration: dur.String(), Hosts: *hosts, Metrics: 50, FlushSize: 256, Workers: 2, RangeDays: 7, MemHosts: 50, MemPerHost: 720}
@@ -105,6 +107,14 @@ func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	start := time.Now()
 	h := &harness{p: p, bin: *bin, log: logger, res: &results{Mode: map[bool]string{true: "quick", false: "full"}[*quick], Started: start.UTC().Format(time.RFC3339), Params: p, Loadgen: map[string][]any{}}}
+	for _, p := range strings.Split(*only, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			if h.only == nil {
+				h.only = map[string]bool{}
+			}
+			h.only[p] = true
+		}
+	}
 	code := 0
 	if err := h.run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -143,16 +153,27 @@ func (h *harness) run() error {
 	h.res.Machine.Redis = redisVersion(h.redis.Addr)
 
 	ctx := context.Background()
-	if err := h.ingest(ctx); err != nil {
-		return err
+	phases := []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"ingest", h.ingest},
+		{"memory", h.memory},
+		{"queries", h.queries},
+		{"compact", h.compactLayouts},
+		// bench/quic.go: WebSocket vs WebTransport through a lossy proxy
+		{"quic", func(ctx context.Context) error { h.quicFigures(ctx); return nil }},
+		{"cluster", h.cluster},
 	}
-	if err := h.memory(ctx); err != nil {
-		return err
+	for _, p := range phases {
+		if len(h.only) > 0 && !h.only[p.name] {
+			continue
+		}
+		if err := p.run(ctx); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
 	}
-	if err := h.queries(ctx); err != nil {
-		return err
-	}
-	return h.cluster(ctx)
+	return nil
 }
 
 // fail records a correctness failure (errors, lost samples); the run goes on.
