@@ -14,11 +14,11 @@ CMDS := agent broker visualization monitor
 # Packages whose tests need redis-server.
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test test-go test-nocgo check proto tools deps run clean fuzz-short bench bench-quick
+.PHONY: all build test test-go test-nocgo check proto tools deps run clean fuzz-short bench bench-quick cluster cluster-down ui e2e e2e-quic
 
 all: build
 
-build:
+build: ui
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/agent ./agent/cmd
 	$(GO) build -o $(BIN)/broker ./broker/cmd
@@ -34,13 +34,49 @@ deps:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-test: deps build test-go test-nocgo fuzz-short bench-quick
+test: deps build test-go test-nocgo fuzz-short bench-quick e2e e2e-quic
+
+# ui builds the dashboard (web/, Chart.js bundled by esbuild) into
+# visualization/internal/api/ui/dist, which the Go binaries embed; a Go
+# build without it embeds the minimal fallback page. npm ci runs again
+# only when web/package-lock.json changes.
+ui: web/node_modules/.ci-stamp
+	cd web && node build.mjs
+
+web/node_modules/.ci-stamp: web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: make deps installs nodejs and npm (a plain go build serves the fallback page)"; exit 1; }
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+
+# e2e drives Debian's /usr/bin/chromium with playwright-core (no browser
+# download) against bin/monitor standalone, bin/loadgen and simfleet
+# (e2e/ui/harness.mjs). SCREENSHOTS=docs/img refreshes the README's
+# pictures; by default they go to e2e/ui/artifacts.
+e2e: build e2e/ui/node_modules/.ci-stamp
+	cd e2e/ui && node --test --test-reporter=spec
+
+# e2e-quic: headless Chromium (Debian's /usr/bin/chromium, playwright-core
+# from e2e/quic's lockfile) receives live samples over WebTransport pinned
+# by certificate hash (visualization/webtransport_e2e_test.go).
+e2e-quic: e2e/quic/node_modules/.ci-stamp
+	MONITOR_E2E_QUIC=1 $(GO) test -race -count=1 -run 'TestWebTransportInHeadlessChromium' ./visualization/
+
+e2e/quic/node_modules/.ci-stamp: e2e/quic/package.json e2e/quic/package-lock.json
+	cd e2e/quic && npm ci --no-audit --no-fund
+	@touch $@
+
+e2e/ui/node_modules/.ci-stamp: e2e/ui/package.json e2e/ui/package-lock.json
+	cd e2e/ui && npm ci --no-audit --no-fund
+	@touch $@
 
 test-go:
 	$(GO) test $(GOTEST_FLAGS) ./...
@@ -102,8 +138,19 @@ bench-quick: deps build
 
 # run builds and starts the all-in-one: broker + visualization + a local
 # agent on embedded storage in ./data. Open the printed URL.
-run: build
+run: deps build
 	$(BIN)/monitor standalone -data data
+
+# cluster starts a local cluster on 127.0.0.1 (3 Redis shards, 3 brokers in
+# Raft, the visualization server, CLUSTER_AGENTS simulated agents and one
+# real agent; ports from CLUSTER_PORT_BASE=19100), prints URLs and
+# credentials; state in .cluster/. cluster-down stops exactly what it
+# started (scripts/cluster.sh, docs/deployment.md).
+cluster: deps build
+	scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
 
 clean:
 	rm -rf $(BIN) data

@@ -113,3 +113,10 @@ func TestDefaultHostIDIsValid(t *testing.T) {
 		t.Errorf("a 300-byte hostname became %d bytes", len(got))
 	}
 }
+
+// TestShippedConfigDocumentsEveryKey: configs/agent.yaml names every key
+// of Config, each with a comment (docs/configuration.md points to it as the
+// reference).
+func TestShippedConfigDocumentsEveryKey(t *testing.T) {
+	configtest.DocumentedKeys(t, "../configs/agent.yaml", Config{})
+}

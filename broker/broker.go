@@ -57,6 +57,8 @@ type Broker struct {
 	httpLis  net.Listener
 	cluster  *cluster
 	shutdown time.Duration
+	// seriesCap bounds distinct series per host and hour (nil: off).
+	seriesCap *ingest.SeriesCap
 }
 
 // New validates cfg, opens storage and binds the listeners.
@@ -80,6 +82,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) 
 		store.Close()
 		return nil, fmt.Errorf("start the cluster member: %w", err)
 	}
+	b.seriesCap = ingest.NewSeriesCap(cfg.Ingest.MaxSeriesPerHost)
 	b.svc = service.New(store, service.Options{
 		Ready:      b.cluster.ready,
 		OnRegister: b.cluster.onRegister,
@@ -88,6 +91,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) 
 			MaxSamplesPerSnapshot: cfg.Ingest.MaxSamplesPerSnapshot,
 			MaxFutureSkew:         cfg.Ingest.MaxFutureSkew.D(),
 			MaxAge:                cfg.Storage.TTL.D(),
+			Series:                b.seriesCap,
 		},
 		WriteTimeout:       cfg.Ingest.WriteTimeout.D(),
 		RetryAfter:         cfg.Ingest.RetryAfter.D(),

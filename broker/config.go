@@ -36,7 +36,10 @@ type Config struct {
 
 // StorageConfig selects and configures the storage backend.
 type StorageConfig struct {
-	Backend    string          `yaml:"backend"` // embedded | redis
+	Backend string `yaml:"backend"` // embedded | redis
+	// Layout is the Redis backend's key layout: seed (the seed's HASH per
+	// snapshot, default) or compact (compressed chunks, docs/storage.md).
+	Layout     string          `yaml:"layout"`
 	KeyPrefix  string          `yaml:"key_prefix"`
 	TTL        config.Duration `yaml:"ttl"`
 	DefaultTTL config.Duration `yaml:"default_ttl"`
@@ -97,13 +100,17 @@ type HashConfig struct {
 // IngestConfig bounds what one agent batch may carry and tunes the write
 // path (the Ingest streams and the write queue, pkg/queue).
 type IngestConfig struct {
-	MaxBatchSnapshots     int             `yaml:"max_batch_snapshots"`
-	MaxSamplesPerSnapshot int             `yaml:"max_samples_per_snapshot"`
-	MaxFutureSkew         config.Duration `yaml:"max_future_skew"`
-	WriteTimeout          config.Duration `yaml:"write_timeout"`
-	RetryAfter            config.Duration `yaml:"retry_after"`
-	MaxInflightBatches    int             `yaml:"max_inflight_batches"`
-	Queue                 QueueConfig     `yaml:"queue"`
+	MaxBatchSnapshots     int `yaml:"max_batch_snapshots"`
+	MaxSamplesPerSnapshot int `yaml:"max_samples_per_snapshot"`
+	// MaxSeriesPerHost caps the distinct series one host may write per
+	// clock hour (a cardinality bomb); samples of new series past it are
+	// rejected and counted.
+	MaxSeriesPerHost   int             `yaml:"max_series_per_host"`
+	MaxFutureSkew      config.Duration `yaml:"max_future_skew"`
+	WriteTimeout       config.Duration `yaml:"write_timeout"`
+	RetryAfter         config.Duration `yaml:"retry_after"`
+	MaxInflightBatches int             `yaml:"max_inflight_batches"`
+	Queue              QueueConfig     `yaml:"queue"`
 }
 
 // QueueConfig is the write queue: one lane per storage shard, each flushed
@@ -162,6 +169,7 @@ func DefaultConfig() Config {
 		DataDir:    "data/broker",
 		Storage: StorageConfig{
 			Backend:    "embedded",
+			Layout:     string(redisstore.LayoutSeed),
 			KeyPrefix:  "monitor:",
 			TTL:        config.Duration(7 * 24 * time.Hour),
 			DefaultTTL: config.Duration(7 * 24 * time.Hour),
@@ -177,6 +185,7 @@ func DefaultConfig() Config {
 		Ingest: IngestConfig{
 			MaxBatchSnapshots:     1000,
 			MaxSamplesPerSnapshot: 10000,
+			MaxSeriesPerHost:      10000,
 			MaxFutureSkew:         config.Duration(10 * time.Minute),
 			WriteTimeout:          config.Duration(5 * time.Second),
 			RetryAfter:            config.Duration(time.Second),
@@ -233,6 +242,7 @@ func (c *Config) Validate() error {
 		config.IntIn("hash.virtual_nodes", c.Hash.VirtualNodes, 1, 10000),
 		config.IntIn("ingest.max_batch_snapshots", c.Ingest.MaxBatchSnapshots, 1, 100000),
 		config.IntIn("ingest.max_samples_per_snapshot", c.Ingest.MaxSamplesPerSnapshot, 1, 1000000),
+		config.IntIn("ingest.max_series_per_host", c.Ingest.MaxSeriesPerHost, 1, 10000000),
 		config.DurationIn("ingest.max_future_skew", c.Ingest.MaxFutureSkew, time.Second, 24*time.Hour),
 		config.DurationIn("ingest.write_timeout", c.Ingest.WriteTimeout, 100*time.Millisecond, 5*time.Minute),
 		config.DurationIn("ingest.retry_after", c.Ingest.RetryAfter, 10*time.Millisecond, 5*time.Minute),
@@ -287,6 +297,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.KeyPrefix == "" || strings.ContainsAny(c.Storage.KeyPrefix, " {}\t\r\n") {
 		return config.Errorf("storage.key_prefix", "%q must be non-empty without spaces or braces, e.g. \"monitor:\"", c.Storage.KeyPrefix)
+	}
+	if _, err := redisstore.ParseLayout(c.Storage.Layout); err != nil {
+		return config.Errorf("storage.layout", "%q is not a layout; allowed: seed, compact", c.Storage.Layout)
 	}
 	switch c.Storage.Backend {
 	case "embedded":
@@ -442,6 +455,7 @@ func (c *Config) redisStoreConfig() redisstore.Config {
 		ReadFromReplicas: c.Storage.Redis.ReadFromReplicas,
 		VirtualNodes:     c.Hash.VirtualNodes,
 		ReadChunk:        c.Storage.Redis.ReadChunk,
+		Layout:           redisstore.Layout(c.Storage.Layout),
 	}
 }
 
@@ -502,3 +516,8 @@ func optAddr(key, v string) error {
 	}
 	return config.Addr(key, v, false)
 }
+
+// RedisStoreConfig is the Redis backend's configuration as the broker
+// builds it from storage.* (for tools that open the same store, such as
+// cmd/convert-layout).
+func (c *Config) RedisStoreConfig() redisstore.Config { return c.redisStoreConfig() }

@@ -64,3 +64,10 @@ func TestFlagsOverrideFile(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestShippedConfigDocumentsEveryKey: configs/broker.yaml names every key
+// of Config, each with a comment (docs/configuration.md points to it as the
+// reference).
+func TestShippedConfigDocumentsEveryKey(t *testing.T) {
+	configtest.DocumentedKeys(t, "../configs/broker.yaml", Config{})
+}

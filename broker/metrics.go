@@ -31,6 +31,7 @@ var (
 	descWriteFailures   = bdesc("write_failures_total", "Batches not stored because a storage write failed (agents resend after flow control).")
 	descQueueFull       = bdesc("queue_full_total", "Batches refused because the write queue was full (agents resend after flow control).")
 	descFlowControl     = bdesc("flow_control_total", "FlowControl messages sent to agents.")
+	descSeriesCapped    = bdesc("series_cap_rejected_total", "Samples refused because their host already wrote ingest.max_series_per_host distinct series this hour (a cardinality bomb).")
 	descIgnored         = bdesc("ignored_after_flow_control_total", "Batches ignored because an earlier one of the stream was not stored (go-back-N).")
 	descStreams         = bdesc("ingest_streams", "Open Ingest streams.")
 	descSubDrops        = bdesc("subscriber_drops_total", "Stored batches not delivered to a Subscribe stream that read too slowly (the client catches up by query).")
@@ -62,7 +63,7 @@ type brokerCollector struct{ b *Broker }
 
 func (brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBatchesAcked, descSnapshots, descSamples, descRejections, descWriteFailures,
-		descQueueFull, descFlowControl, descIgnored, descStreams, descSubDrops, descQueueDepth, descQueueInFlight,
+		descQueueFull, descFlowControl, descSeriesCapped, descIgnored, descStreams, descSubDrops, descQueueDepth, descQueueInFlight,
 		descQueueCapacity, descQueueFlushes, descQueueRefused, descFlushSize, descWriteLatency, descRaftState, descRaftTerm,
 		descRaftCommit, descRaftApplied, descRaftMembers, descRaftLeader, descRingVersion, descMigRunning, descMigTotal,
 		descMigMoved, descMigKeys, descRegWritten, descRegDropped, descRegFailures, descRegisteredHosts} {
@@ -86,6 +87,7 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descQueueFull, s.QueueFull)
 	counter(descFlowControl, s.FlowControlSent)
 	counter(descIgnored, s.IgnoredAfterFlow)
+	counter(descSeriesCapped, c.b.seriesCap.Refused())
 	gauge(descStreams, float64(s.IngestStreams))
 	counter(descSubDrops, s.SubscriberDrops)
 	q := s.Queue

@@ -24,6 +24,7 @@ func TestRedisShardsConfig(t *testing.T) {
 	yaml := `
 storage:
   backend: redis
+  layout: compact
   ttl: 48h
   rollups:
     minute_ttl: 240h
@@ -71,6 +72,7 @@ query:
 		ReadFromReplicas: true,
 		VirtualNodes:     50,
 		ReadChunk:        64,
+		Layout:           redisstore.LayoutCompact,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("redisStoreConfig =\n%#v\nwant\n%#v", got, want)
@@ -106,5 +108,20 @@ func TestShardErrorsHidePassword(t *testing.T) {
 		if strings.Contains(err.Error(), "s3cret") {
 			t.Fatalf("Validate(%s) = %v: shows the password", shard, err)
 		}
+	}
+}
+
+// TestStorageLayoutDefault: without storage.layout the Redis backend keeps
+// the seed's layout.
+func TestStorageLayoutDefault(t *testing.T) {
+	cfg := DefaultConfig()
+	if err := config.Decode([]byte("storage: {backend: redis, redis: {shards: [{addr: 10.0.0.1:6379}]}}"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.redisStoreConfig().Layout; got != redisstore.LayoutSeed {
+		t.Fatalf("default layout = %q, want seed", got)
 	}
 }

@@ -159,7 +159,7 @@ func getJSON(url string, v any, token ...string) error {
 // this machine appears with live CPU and memory.
 func TestStandaloneShowsThisHost(t *testing.T) {
 	httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
-	p := startProc(t, "monitor", "standalone", "-data", t.TempDir(), "-http", httpAddr, "-grpc", grpcAddr, "-interval", "1s")
+	p := startProc(t, "monitor", "standalone", "-data", t.TempDir(), "-http", httpAddr, "-grpc", grpcAddr, "-quic", "127.0.0.1:0", "-interval", "1s")
 	started := time.Now()
 	var url string
 	eventually(t, 15*time.Second, func() error {

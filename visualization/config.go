@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/monitorhq/monitor/pkg/config"
+	pq "github.com/monitorhq/monitor/pkg/quic"
 	"github.com/monitorhq/monitor/visualization/internal/auth"
 )
 
@@ -21,9 +22,17 @@ type Config struct {
 	// API route needs a token), and New warns when it is not loopback,
 	// because the HTTP is plaintext: put a TLS proxy in front.
 	HTTPListen string `yaml:"http_listen"`
-	// QUICListen is the UDP address of the HTTP/3 + WebTransport channel.
-	// Validated now; used once the QUIC channel lands.
+	// MetricsListen is the HTTP address of /metrics (Prometheus text),
+	// /healthz (liveness) and /readyz (metrics.go), apart from the API
+	// port: scrapers carry no JWT, so these routes are open and belong on
+	// an address only the monitoring network reaches. Empty: not served.
+	MetricsListen string `yaml:"metrics_listen"`
+	// QUICListen is the UDP address of the QUIC channel: HTTP/3 +
+	// WebTransport for browsers and the native protocol for monitorctl
+	// watch, on one socket. Empty disables it.
 	QUICListen string `yaml:"quic_listen"`
+	// QUIC configures the channel's certificate.
+	QUIC QUICConfig `yaml:"quic"`
 	// Brokers are the brokers' gRPC addresses: the seeds from which the
 	// server learns the cluster's members (pkg/membership). Calls go to one
 	// broker and fail over to the next when it is unavailable or times out;
@@ -84,6 +93,29 @@ type WebSocketConfig struct {
 	MaxClients int `yaml:"max_clients"`
 }
 
+// QUICConfig is the QUIC channel's TLS certificate: a configured one
+// (CertFile and KeyFile), or self-signed ECDSA P-256 certificates made at
+// start and rotated before expiry, which clients pin by hash (GET
+// /api/v1/quic). Origins allowed to open WebTransport are
+// websocket.allowed_origins.
+type QUICConfig struct {
+	// CertFile and KeyFile are a PEM certificate chain and its key; both
+	// or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// CertValidity is each self-signed certificate's lifetime: under 14
+	// days, because Chromium refuses longer ones with
+	// serverCertificateHashes.
+	CertValidity config.Duration `yaml:"cert_validity"`
+	// CertRotateBefore: with this much validity left the next certificate
+	// is made and its hash announced; at half of it the server switches.
+	CertRotateBefore config.Duration `yaml:"cert_rotate_before"`
+	// CertHosts are extra DNS names and IPs of the self-signed
+	// certificate (localhost, the loopback addresses and the host name are
+	// always in it); only clients that do not pin check them.
+	CertHosts []string `yaml:"cert_hosts"`
+}
+
 // AuthConfig is login and tokens: HS256 JWTs signed with JWTSecret.
 type AuthConfig struct {
 	// JWTSecret signs the tokens: at least 32 bytes; MONITOR_JWT_SECRET
@@ -135,8 +167,13 @@ func (s Secret) GoString() string { return `"` + s.String() + `"` }
 // DefaultConfig returns the defaults, the seed's numbers where it has them.
 func DefaultConfig() Config {
 	return Config{
-		HTTPListen:    "127.0.0.1:8080",
-		QUICListen:    ":8081",
+		HTTPListen: "127.0.0.1:8080",
+		QUICListen: ":8081",
+		QUIC: QUICConfig{
+			CertValidity:     config.Duration(240 * time.Hour),
+			CertRotateBefore: config.Duration(48 * time.Hour),
+			CertHosts:        []string{},
+		},
 		Brokers:       []string{"127.0.0.1:9093"},
 		BrokerTimeout: config.Duration(5 * time.Second),
 		PullInterval:  config.Duration(2 * time.Second),
@@ -176,6 +213,9 @@ func (c *Config) Validate() error {
 	if err := config.Addr("quic_listen", c.QUICListen, true); err != nil {
 		return err
 	}
+	if err := config.Addr("metrics_listen", c.MetricsListen, true); err != nil {
+		return err
+	}
 	if err := config.AddrList("brokers", c.Brokers, maxBrokers); err != nil {
 		return err
 	}
@@ -202,6 +242,9 @@ func (c *Config) Validate() error {
 		if err != nil {
 			return err
 		}
+	}
+	if err := c.QUIC.validate(); err != nil {
+		return err
 	}
 	for i, o := range c.WebSocket.AllowedOrigins {
 		key := fmt.Sprintf("websocket.allowed_origins[%d]", i)
@@ -305,6 +348,25 @@ func shmName(key, v string) error {
 	}
 	if len(v) < 2 || v[0] != '/' || strings.ContainsRune(v[1:], '/') || len(v) > 255 {
 		return config.Errorf(key, "%q is not a shared-memory name: want \"/name\" with no other slash (or empty to turn the export off)", v)
+	}
+	return nil
+}
+
+// validate checks the quic keys.
+func (q *QUICConfig) validate() error {
+	if (q.CertFile == "") != (q.KeyFile == "") {
+		return config.Errorf("quic.cert_file", "and quic.key_file go together: set both (a configured certificate) or neither (self-signed)")
+	}
+	if err := config.DurationIn("quic.cert_validity", q.CertValidity, time.Hour, pq.MaxSelfSignedValidity); err != nil {
+		return fmt.Errorf("%w (Chromium refuses certificates pinned by hash that are valid for more than 14 days)", err)
+	}
+	if err := config.DurationIn("quic.cert_rotate_before", q.CertRotateBefore, time.Minute, q.CertValidity.D()/2); err != nil {
+		return fmt.Errorf("%w (at most half of quic.cert_validity)", err)
+	}
+	for i, h := range q.CertHosts {
+		if h == "" || strings.ContainsAny(h, " /:*") && net.ParseIP(h) == nil {
+			return config.Errorf(fmt.Sprintf("quic.cert_hosts[%d]", i), "%q is not a DNS name or an IP address", h)
+		}
 	}
 	return nil
 }

@@ -130,3 +130,10 @@ func TestFlagsOverrideTheFile(t *testing.T) {
 		t.Fatalf("apply empty -broker = %v, want an error naming the flag", err)
 	}
 }
+
+// TestShippedConfigDocumentsEveryKey: configs/visualization.yaml names
+// every key of Config, each with a comment (docs/configuration.md points to
+// it as the reference).
+func TestShippedConfigDocumentsEveryKey(t *testing.T) {
+	configtest.DocumentedKeys(t, "../configs/visualization.yaml", visualization.Config{})
+}

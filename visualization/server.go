@@ -15,9 +15,15 @@
 // changes), and give it s.hub.Publish to push events to WebSocket clients
 // that subscribe to its kind.
 //
+// The QUIC channel (quic_listen, internal/quic over pkg/quic) is a second
+// transport of the same push hub: WebTransport for browsers and a native
+// protocol for monitorctl watch on one UDP socket; GET /api/v1/quic tells
+// clients its URL and certificate hashes.
+//
 // Shutdown order, the reverse of start-up: stop accepting and drain HTTP
 // requests (at most shutdownTimeout), close the push hub (every WebSocket
-// gets a going-away close) and wait for the sessions, stop the broker
+// and QUIC session gets a going-away close) and wait for the sessions,
+// stop the QUIC listener, stop the broker
 // streams and the membership watcher, then close the broker connections.
 package visualization
 
@@ -38,6 +44,7 @@ import (
 	"github.com/monitorhq/monitor/visualization/internal/brokerclient"
 	"github.com/monitorhq/monitor/visualization/internal/live"
 	"github.com/monitorhq/monitor/visualization/internal/push"
+	vquic "github.com/monitorhq/monitor/visualization/internal/quic"
 	"github.com/monitorhq/monitor/visualization/internal/wspush"
 )
 
@@ -68,13 +75,16 @@ type Server struct {
 	hub     *push.Hub
 	engines *engines
 	ws      *wspush.Handler
+	quic    *vquic.Server // nil when quic_listen is empty (issue 8)
+	ops     *opsServer    // metrics_listen: /metrics, /healthz, /readyz (metrics.go)
 }
 
 // Stats are the live path's and the push core's counters: what arrived,
 // what was folded or dropped for slow clients, what the brokers dropped.
 type Stats struct {
-	Live live.Stats `json:"live"`
-	Push push.Stats `json:"push"`
+	Live live.Stats   `json:"live"`
+	Push push.Stats   `json:"push"`
+	QUIC *vquic.Stats `json:"quic,omitempty"`
 }
 
 // New validates cfg (Validate and Ready: a JWT secret and users are
@@ -159,6 +169,16 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("visualization: %w", err)
 	}
 	s := &Server{cfg: cfg, logger: logger, brokers: brokers, members: members, feed: feed, hub: hub, ws: ws, engines: eng}
+	// --- QUIC channel (issue 8, quic.go): same hub, verifier and limits as the WebSocket.
+	if cfg.QUICListen != "" {
+		if s.quic, err = s.newQUIC(cfg, hub, authn, logger); err != nil {
+			_ = brokers.Close()
+			_ = eng.close()
+			return nil, fmt.Errorf("visualization: %w", err)
+		}
+		routes = append(routes, api.Route{Method: http.MethodGet, Path: "/api/v1/quic", Handler: s.quic.HandleInfo})
+	}
+	// --- end QUIC channel.
 	handler, err := api.New(api.Options{
 		PullInterval:  cfg.PullInterval.D(),
 		OfflineAfter:  cfg.OfflineAfter.D(),
@@ -177,12 +197,14 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		_ = brokers.Close()
 		_ = eng.close()
+		s.releaseQUIC()
 		return nil, fmt.Errorf("visualization: %w", err)
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		_ = brokers.Close()
 		_ = eng.close()
+		s.releaseQUIC()
 		return nil, fmt.Errorf("visualization: listen on http_listen %s: %w", cfg.HTTPListen, err)
 	}
 	s.ln = ln
@@ -196,6 +218,11 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		MaxHeaderBytes: maxHeaderBytes,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	if s.ops, err = newOps(s); err != nil { // metrics.go
+		_, _, _ = ln.Close(), brokers.Close(), eng.close()
+		s.releaseQUIC()
+		return nil, fmt.Errorf("visualization: %w", err)
+	}
 	return s, nil
 }
 
@@ -203,7 +230,14 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Stats returns the live path's and the push core's counters.
-func (s *Server) Stats() Stats { return Stats{Live: s.feed.Stats(), Push: s.hub.Stats()} }
+func (s *Server) Stats() Stats {
+	st := Stats{Live: s.feed.Stats(), Push: s.hub.Stats()}
+	if s.quic != nil { // quic.go
+		q := s.quic.Stats()
+		st.QUIC = &q
+	}
+	return st
+}
 
 // memberStates is the broker list for /api/v1/cluster.
 func (s *Server) memberStates() []api.Member {
@@ -254,9 +288,11 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { _ = s.feed.Run(bg) })
 	wg.Go(func() { s.followMembers(bg) })
 	wg.Go(func() { s.engines.run(bg) })
+	wg.Go(func() { s.ops.serve(bg) }) // metrics.go
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()
+	stopQUIC, quicErr := s.runQUIC(ctx) // quic.go
 
 	var err error
 	select {
@@ -275,6 +311,10 @@ func (s *Server) Run(ctx context.Context) error {
 	// WebSockets are hijacked: Shutdown does not wait for them.
 	s.hub.Close()
 	s.ws.Wait()
+	stopQUIC() // after the hub: its sessions have sent their going-away close
+	if e := <-quicErr; e != nil {
+		err = errors.Join(err, fmt.Errorf("serve QUIC: %w", e))
+	}
 	stopBG()
 	wg.Wait()
 	if e := s.engines.close(); e != nil {

@@ -40,6 +40,7 @@ var testHash = func() string {
 func testConfig(brokers ...*brokertest.Broker) visualization.Config {
 	cfg := visualization.DefaultConfig()
 	cfg.HTTPListen = "127.0.0.1:0"
+	cfg.QUICListen = "127.0.0.1:0" // the QUIC channel runs in every test, on a free port
 	cfg.Brokers = []string{"127.0.0.1:1"}
 	if len(brokers) > 0 {
 		cfg.Brokers = nil

@@ -60,7 +60,7 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var f standaloneFlags
 	fs.StringVar(&f.data, "data", "data", "data directory (embedded storage)")
 	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "HTTP address of the UI, API and WebSocket (login required; plaintext, so keep it on loopback or behind a TLS proxy)")
-	fs.StringVar(&f.quic, "quic", ":8081", "QUIC/HTTP3 address (used once the QUIC channel lands)")
+	fs.StringVar(&f.quic, "quic", ":8081", "UDP address of the QUIC channel (WebTransport for browsers, native QUIC for monitorctl watch); empty: off")
 	fs.StringVar(&f.grpc, "grpc", "127.0.0.1:9093", "the in-process broker's gRPC address")
 	fs.StringVar(&f.storage, "storage", "embedded", "embedded, or redis://[user:pass@]host:port[/db][,redis://...]")
 	fs.StringVar(&f.password, "admin-password", "", "admin password (default: $MONITOR_ADMIN_PASSWORD, else generated and printed)")

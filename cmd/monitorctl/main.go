@@ -18,6 +18,9 @@
 //	                       the Top-K hosts per metric, read from the shared
 //	                       memory of the visualization server on this
 //	                       machine (no broker needed)
+//	watch [-addr HOST:8081] [-n N] [-host H] [-metric PREFIX] [-token T]
+//	                       live samples as JSON lines over the visualization
+//	                       server's native QUIC protocol (watch.go)
 //
 // Credentials come from -user/-password or MONITOR_USER/MONITOR_PASSWORD.
 package main
@@ -57,7 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	password := fs.String("password", os.Getenv("MONITOR_PASSWORD"), "admin password (env MONITOR_PASSWORD)")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline of the command")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: monitorctl [-broker ADDR] [-json] [-user U -password P] status | add-broker ID GRPC RAFT | remove-broker ID | shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls] | shard remove ID | wait-migration | top [-shm NAME] [-metric M] [-k N]")
+		fmt.Fprintln(stderr, "usage: monitorctl [-broker ADDR] [-json] [-user U -password P] status | add-broker ID GRPC RAFT | remove-broker ID | shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls] | shard remove ID | wait-migration | top [-shm NAME] [-metric M] [-k N] | watch [-addr HOST:8081] [-n N] [-host H] [-metric PREFIX] [-token T]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -103,6 +106,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	case "wait-migration":
 		st, err = waitMigration(ctx, c, stderr)
+	case "watch":
+		return watchCmd(fs.Args()[1:], *user, *password, stdout, stderr)
 	case "top":
 		return topCmd(fs.Args()[1:], *asJSON, stdout, stderr)
 	default:

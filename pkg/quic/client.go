@@ -109,22 +109,7 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*Client, error) {
 		tlsConf.ServerName = host
 	}
 	if len(opts.CertHashes) > 0 {
-		pins := opts.CertHashes
-		// Pinned: the hash is the trust, as with WebTransport's
-		// serverCertificateHashes; names and chains are not checked.
-		tlsConf.InsecureSkipVerify = true
-		tlsConf.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 {
-				return errors.New("the server sent no certificate")
-			}
-			got := HashOf(raw[0])
-			for _, p := range pins {
-				if p.Algorithm == got.Algorithm && subtle.ConstantTimeCompare(p.Value, got.Value) == 1 {
-					return nil
-				}
-			}
-			return errors.New("the server's certificate matches none of the pinned sha-256 hashes (fetch them again from /api/v1/quic)")
-		}
+		tlsConf = PinnedTLSConfig(opts.CertHashes, ALPNNative)
 	}
 	conn, err := quicgo.DialAddr(ctx, addr, tlsConf, QUICConfig())
 	if err != nil {
@@ -160,21 +145,15 @@ func (c *Client) handshake(ctx context.Context, opts DialOptions) error {
 	var head struct {
 		Type  string `json:"type"`
 		Error string `json:"error"`
+		Code  uint64 `json:"code"`
 	}
 	if err := json.Unmarshal(first, &head); err != nil {
 		return fmt.Errorf("the server's first message %q is not JSON: %w", first, err)
 	}
 	if head.Type == "error" {
-		// The server says why, then closes with the code.
-		select {
-		case <-c.conn.Context().Done():
-		case <-ctx.Done():
-		}
-		var ae *quicgo.ApplicationError
-		if errors.As(context.Cause(c.conn.Context()), &ae) && ae.Remote {
-			return &RefusedError{Code: uint64(ae.ErrorCode), Reason: head.Error}
-		}
-		return &RefusedError{Code: CodeUnauthorized, Reason: head.Error}
+		// The server says why and with which code, then waits for us to
+		// close.
+		return &RefusedError{Code: head.Code, Reason: head.Error}
 	}
 	if head.Type != "hello" {
 		return fmt.Errorf("the server's first message is %q, want hello", head.Type)
@@ -184,6 +163,29 @@ func (c *Client) handshake(ctx context.Context, opts DialOptions) error {
 	c.wg.Go(func() { c.readStream(fr) })
 	c.wg.Go(c.readDatagrams)
 	return nil
+}
+
+// PinnedTLSConfig returns a client TLS configuration that trusts a server
+// certificate by its sha-256 hash alone, as WebTransport's
+// serverCertificateHashes does: names and chains are not checked.
+func PinnedTLSConfig(pins []CertHash, protos ...string) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		NextProtos:         protos,
+		InsecureSkipVerify: true, // replaced by the pin check below
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return errors.New("the server sent no certificate")
+			}
+			got := HashOf(raw[0])
+			for _, p := range pins {
+				if p.Algorithm == got.Algorithm && subtle.ConstantTimeCompare(p.Value, got.Value) == 1 {
+					return nil
+				}
+			}
+			return errors.New("the server's certificate matches none of the pinned sha-256 hashes (fetch them again from /api/v1/quic)")
+		},
+	}
 }
 
 // closeErr turns the connection's close into a RefusedError when the

@@ -182,11 +182,18 @@ type cluster struct {
 	cfg   func(id string) NodeConfig
 }
 
-func newCluster(t *testing.T, ids ...string) *cluster {
+func newCluster(t *testing.T, ids ...string) *cluster { return newClusterWith(t, nil, ids...) }
+
+// newClusterWith is newCluster with mod applied to every node's config.
+func newClusterWith(t *testing.T, mod func(*NodeConfig), ids ...string) *cluster {
 	c := &cluster{t: t, nodes: map[string]*Node{}, dirs: map[string]string{}, addrs: map[string]string{}}
 	c.cfg = func(id string) NodeConfig {
-		return NodeConfig{ID: id, BindAddr: c.addrs[id], DataDir: c.dirs[id], HeartbeatTimeout: 500 * time.Millisecond,
+		cfg := NodeConfig{ID: id, BindAddr: c.addrs[id], DataDir: c.dirs[id], HeartbeatTimeout: 500 * time.Millisecond,
 			ElectionTimeout: time.Second, SnapshotThreshold: 32, TrailingLogs: 8, SnapshotInterval: time.Hour}
+		if mod != nil {
+			mod(&cfg)
+		}
+		return cfg
 	}
 	for i, id := range ids {
 		c.dirs[id] = t.TempDir()

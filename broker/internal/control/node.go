@@ -52,6 +52,10 @@ type NodeConfig struct {
 	// ObserveApply, when set, is told how long each write applied on this
 	// node took (replicated to a quorum and applied here).
 	ObserveApply func(time.Duration)
+	// Dial, when set, opens this node's outgoing Raft connections instead
+	// of a plain TCP dial (fault-injection tests route them through a
+	// proxy per link to partition a member).
+	Dial func(addr string, timeout time.Duration) (net.Conn, error)
 }
 
 // Node is one member of the control-plane cluster.
@@ -153,7 +157,7 @@ func Start(cfg NodeConfig, logger *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("control: raft binds %s; set an advertise address other members can dial", cfg.BindAddr)
 	}
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &tcpLayer{l: l, adv: adv},
+		Stream:  &tcpLayer{l: l, adv: adv, dial: cfg.Dial},
 		MaxPool: 3, Timeout: 5 * time.Second,
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "raft-net." + cfg.ID, Level: hclog.Warn, Output: out}),
 	})
@@ -416,8 +420,9 @@ func (n *Node) close() {
 // NetworkTransport leaves inbound connection handlers blocked in Read until
 // the peer hangs up, which would outlive the node.
 type tcpLayer struct {
-	l   *net.TCPListener
-	adv net.Addr
+	l    *net.TCPListener
+	adv  net.Addr
+	dial func(addr string, timeout time.Duration) (net.Conn, error) // nil: TCP
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -458,6 +463,9 @@ func (t *tcpLayer) Close() error {
 func (t *tcpLayer) Addr() net.Addr { return t.adv }
 
 func (t *tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if t.dial != nil {
+		return t.dial(string(addr), timeout)
+	}
 	return net.DialTimeout("tcp", string(addr), timeout)
 }
 

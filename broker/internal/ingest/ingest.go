@@ -3,7 +3,9 @@
 // reported as a Rejection and the rest of the batch is kept. Nothing from the
 // wire reaches a storage key without passing these checks.
 //
-// Convert is a pure function, safe for concurrent use.
+// Convert is safe for concurrent use; its only state is the optional
+// SeriesCap in Limits (per-host distinct series per hour), itself safe for
+// concurrent use.
 package ingest
 
 import (
@@ -20,6 +22,9 @@ type Limits struct {
 	MaxSamplesPerSnapshot int
 	MaxFutureSkew         time.Duration // timestamps further ahead of now are refused
 	MaxAge                time.Duration // older timestamps are refused (they would expire at once)
+	// Series, when set, caps the distinct series per host and hour; samples
+	// of new series past it are refused (a cardinality bomb).
+	Series *SeriesCap
 }
 
 // Result is a converted batch.
@@ -112,6 +117,7 @@ func Convert(b *monitorpb.Batch, now time.Time, lim Limits) Result {
 			seen[series] = struct{}{}
 			out.Samples = append(out.Samples, storage.Sample{Series: series, Value: m.GetValue(), Unit: m.GetUnit()})
 		}
+		out.Samples = lim.Series.admit(out.HostID, now, out.Samples, func(series, reason string) { reject(i, s, series, reason) })
 		r.Samples += len(out.Samples)
 		r.Snapshots = append(r.Snapshots, out)
 	}

@@ -3,7 +3,7 @@
 // snapshot per interval over the real Ingest protocol, with values a test
 // can pin from standard input.
 //
-//	simfleet -broker 127.0.0.1:9093 -hosts 4 -prefix sim -interval 1s
+//	simfleet -broker 127.0.0.1:9093 -hosts 4 -prefix sim -interval 1s [-backfill 15m]
 //
 // Commands on stdin, one per line:
 //
@@ -46,6 +46,7 @@ func main() {
 	hosts := flag.Int("hosts", 4, "simulated hosts")
 	prefix := flag.String("prefix", "sim", "host id prefix (ids are PREFIX-1, PREFIX-2, ...)")
 	interval := flag.Duration("interval", time.Second, "snapshot interval")
+	backfill := flag.Duration("backfill", 0, "send this much history (one snapshot per interval) before the live snapshots")
 	flag.Parse()
 	if *hosts < 1 || *interval < 100*time.Millisecond {
 		fmt.Fprintln(os.Stderr, "simfleet: -hosts must be >= 1 and -interval >= 100ms")
@@ -53,7 +54,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *broker, *hosts, *prefix, *interval); err != nil && ctx.Err() == nil {
+	if err := run(ctx, *broker, *hosts, *prefix, *interval, *backfill); err != nil && ctx.Err() == nil {
 		fmt.Fprintln(os.Stderr, "simfleet:", err)
 		os.Exit(1)
 	}
@@ -82,7 +83,7 @@ func (p *pins) set(host string, v float64, pinned bool) {
 	}
 }
 
-func run(ctx context.Context, addr string, n int, prefix string, interval time.Duration) error {
+func run(ctx context.Context, addr string, n int, prefix string, interval, backfill time.Duration) error {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return fmt.Errorf("dial broker %s: %w", addr, err)
@@ -95,7 +96,7 @@ func run(ctx context.Context, addr string, n int, prefix string, interval time.D
 	ids := make([]string, n)
 	for i := range n {
 		ids[i] = fmt.Sprintf("%s-%d", prefix, i+1)
-		go func(i int) { errc <- simulate(ctx, client, ids[i], i, interval, p, ready) }(i)
+		go func(i int) { errc <- simulate(ctx, client, ids[i], i, interval, backfill, p, ready) }(i)
 	}
 	go readCommands(ctx, p, ids)
 	for range n {
@@ -155,7 +156,7 @@ func (w *walker) next(r *rand.Rand) float64 {
 	return math.Round(w.v*100) / 100
 }
 
-func simulate(ctx context.Context, client monitorpb.MonitorServiceClient, id string, index int, interval time.Duration, p *pins, ready chan<- string) error {
+func simulate(ctx context.Context, client monitorpb.MonitorServiceClient, id string, index int, interval, backfill time.Duration, p *pins, ready chan<- string) error {
 	role, zone := "db", "a"
 	if index%2 == 0 {
 		role = "web"
@@ -223,33 +224,7 @@ func simulate(ctx context.Context, client monitorpb.MonitorServiceClient, id str
 	}
 
 	const gib = float64(1 << 30)
-	hb := time.NewTicker(5 * time.Second)
-	defer hb.Stop()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	var seq uint64 = 1
-	lastTS := int64(0)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-acked:
-			return err
-		case <-hb.C:
-			if _, err := client.Heartbeat(ctx, &monitorpb.HeartbeatRequest{HostId: id, Timestamp: time.Now().Unix()}); err != nil && ctx.Err() == nil {
-				fmt.Fprintf(os.Stderr, "simfleet: heartbeat %s: %v\n", id, err)
-			}
-			continue
-		case <-tick.C:
-		}
-		ts := max(time.Now().Unix(), lastTS+1)
-		if interval < time.Second {
-			ts = lastTS + 1
-			if lastTS == 0 {
-				ts = time.Now().Unix()
-			}
-		}
-		lastTS = ts
+	build := func(ts int64) *monitorpb.Snapshot {
 		m := func(name, unit string, v float64, l ...string) *monitorpb.Metric {
 			var labels map[string]string
 			if len(l) > 0 {
@@ -313,7 +288,55 @@ func simulate(ctx context.Context, client monitorpb.MonitorServiceClient, id str
 				m("process.cpu_percent", "%", pr.cpu.next(r), "pid", pr.pid, "comm", pr.comm),
 				m("process.rss_bytes", "bytes", math.Round(pr.rss.next(r)), "pid", pr.pid, "comm", pr.comm))
 		}
-		snap := &monitorpb.Snapshot{HostId: id, Timestamp: ts, Tags: labels, Metrics: metrics}
+		return &monitorpb.Snapshot{HostId: id, Timestamp: ts, Tags: labels, Metrics: metrics}
+	}
+	// Backfill: history from now-backfill up to now, a hundred snapshots
+	// per batch, so charts and ranges have data at once.
+	var seq uint64 = 1
+	lastTS := int64(0)
+	if backfill > 0 {
+		step := max(int64(interval/time.Second), 1)
+		now := time.Now().Unix()
+		var batch []*monitorpb.Snapshot
+		for ts := now - int64(backfill/time.Second); ts < now; ts += step {
+			batch = append(batch, build(ts))
+			lastTS = ts
+			if len(batch) == 100 || ts+step >= now {
+				err := stream.Send(&monitorpb.IngestRequest{Kind: &monitorpb.IngestRequest_Batch{Batch: &monitorpb.Batch{Seq: seq, Snapshots: batch}}})
+				if err != nil {
+					return fmt.Errorf("send backfill batch %d for %s: %w", seq, id, err)
+				}
+				seq++
+				batch = nil
+			}
+		}
+	}
+	hb := time.NewTicker(5 * time.Second)
+	defer hb.Stop()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-acked:
+			return err
+		case <-hb.C:
+			if _, err := client.Heartbeat(ctx, &monitorpb.HeartbeatRequest{HostId: id, Timestamp: time.Now().Unix()}); err != nil && ctx.Err() == nil {
+				fmt.Fprintf(os.Stderr, "simfleet: heartbeat %s: %v\n", id, err)
+			}
+			continue
+		case <-tick.C:
+		}
+		ts := max(time.Now().Unix(), lastTS+1)
+		if interval < time.Second {
+			ts = lastTS + 1
+			if lastTS == 0 {
+				ts = time.Now().Unix()
+			}
+		}
+		lastTS = ts
+		snap := build(ts)
 		err := stream.Send(&monitorpb.IngestRequest{Kind: &monitorpb.IngestRequest_Batch{Batch: &monitorpb.Batch{Seq: seq, Snapshots: []*monitorpb.Snapshot{snap}}}})
 		if err != nil {
 			return fmt.Errorf("send batch %d for %s: %w", seq, id, err)

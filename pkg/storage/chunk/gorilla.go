@@ -194,4 +194,3 @@ func (d *XORDecoder) Next() (float64, error) {
 	d.prev ^= x
 	return math.Float64frombits(d.prev), d.r.err
 }
-

@@ -159,7 +159,7 @@ if s and tonumber(s) <= tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1]
 return 0
 `)
 
-var moveScripts = []*redis.Script{fenceScript, unfenceScript, bucketMergeScript, seenMergeScript, hostMergeScript, delIfSameScript, zremIfScoreScript}
+var moveScripts = append([]*redis.Script{fenceScript, unfenceScript, bucketMergeScript, seenMergeScript, hostMergeScript, delIfSameScript, zremIfScoreScript}, compactMoveScripts...)
 
 // HostsOn lists, sorted, the ids of the hosts whose keys live on the named
 // shard (of the current or the previous ring): the members of its hosts
@@ -328,6 +328,7 @@ func (m *mover) round(ctx context.Context) (bool, error) {
 	}
 	hostExists := pipe.Exists(ctx, src.keys.host(m.host))
 	member := pipe.ZScore(ctx, src.keys.hosts(), m.host)
+	compact := m.listCompact(ctx, pipe)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return false, fmt.Errorf("list the host's keys on %s: %w", src.name, err)
 	}
@@ -344,7 +345,7 @@ func (m *mover) round(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("list the host's keys on %s: %w", src.name, memberErr)
 	}
 	hasMember := memberErr == nil
-	if len(index.Val()) == 0 && len(rollIdx[0].Val()) == 0 && len(rollIdx[1].Val()) == 0 && hostExists.Val() == 0 && !hasMember {
+	if len(index.Val()) == 0 && len(rollIdx[0].Val()) == 0 && len(rollIdx[1].Val()) == 0 && hostExists.Val() == 0 && !hasMember && !compact.any() {
 		return false, nil
 	}
 
@@ -355,6 +356,17 @@ func (m *mover) round(ctx context.Context) (bool, error) {
 	var hours []int64
 	for _, z := range index.Val() {
 		hours = append(hours, storage.Hour.BucketStart(int64(z.Score)))
+	}
+	for _, list := range []*redis.StringSliceCmd{compact.chunks, compact.heads} {
+		ws, err := rollupStarts(list.Val())
+		if err != nil {
+			return false, err
+		}
+		for _, w := range ws {
+			for h := storage.Hour.BucketStart(w); h < w+chunkSpan; h += int64(storage.Hour) {
+				hours = append(hours, h)
+			}
+		}
 	}
 	for _, z := range rollIdx[1].Val() {
 		if int64(z.Score) >= oldest {
@@ -373,6 +385,9 @@ func (m *mover) round(ctx context.Context) (bool, error) {
 		}
 	}
 	if err := m.moveSnapshots(ctx, index.Val(), indexTTL.Val()); err != nil {
+		return false, err
+	}
+	if err := m.moveCompact(ctx, compact); err != nil {
 		return false, err
 	}
 	if hostExists.Val() == 1 {

@@ -82,6 +82,15 @@
 // ids can never contain braces: storage.ValidateHostID). {prefix}hosts is
 // one key in a slot of its own.
 //
+// # The compact layout
+//
+// With Config.Layout = LayoutCompact the raw snapshots are kept instead as
+// compressed chunks per host and hour ({prefix}chunk:{hostId}:{w}) and a
+// head of raw records for the open hour ({prefix}head:{hostId}:{w}), about
+// 2.5 bytes per sample instead of 78; compact.go documents the keys, the
+// sealing, and how reads in either layout see both (convert.go moves a
+// running cluster from one to the other).
+//
 // # Writes and reads
 //
 // WriteSnapshots sends one MULTI/EXEC pipeline per shard (shards written
@@ -242,6 +251,10 @@ type Config struct {
 	// Now is the clock that retention cut-offs are computed from; default
 	// time.Now. Tests move it; key TTLs in Redis follow Redis' own clock.
 	Now func() time.Time
+	// Layout is how raw snapshots are kept: LayoutSeed (default, the
+	// seed's HASH per snapshot) or LayoutCompact (compressed chunks per
+	// host and hour, compact.go). Reads see both in either layout.
+	Layout Layout
 }
 
 // Defaults.
@@ -270,6 +283,9 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Layout == "" {
+		c.Layout = LayoutSeed
+	}
 	return c
 }
 
@@ -294,6 +310,9 @@ func (c Config) validate() error {
 	}
 	if c.ReadChunk < 1 {
 		return fmt.Errorf("read chunk %d is not positive", c.ReadChunk)
+	}
+	if _, err := ParseLayout(string(c.Layout)); err != nil {
+		return err
 	}
 	return nil
 }
@@ -356,7 +375,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
 	}
 	s.topo.Store(t)
 	logger.Info("redis storage connected", "shards", cfg.Shards, "key_prefix", cfg.KeyPrefix, "retention", cfg.Retention,
-		"rollups", !cfg.NoRollups, "read_from_replicas", cfg.ReadFromReplicas)
+		"rollups", !cfg.NoRollups, "read_from_replicas", cfg.ReadFromReplicas, "layout", cfg.Layout)
 	return s, nil
 }
 
@@ -549,7 +568,17 @@ func (s *Store) writeShardOnce(ctx context.Context, t *topology, sh *shard, snap
 
 	retention := s.cfg.Retention
 	pipe := sh.writePipeline()
-	for i := 0; i < n; i++ {
+	compact := s.cfg.Layout == LayoutCompact
+	var seals []*redis.StringSliceCmd
+	if compact {
+		now := s.now().Unix()
+		seals = make([]*redis.StringSliceCmd, len(order))
+		for k, id := range order {
+			seals[k] = s.queueCompact(ctx, pipe, sh, id, hosts[id].snaps, cutoff, now)
+		}
+		pipe.Expire(ctx, sh.keys.lastData(), s.hostsTTL)
+	}
+	for i := 0; i < n && !compact; i++ {
 		sn := at(i)
 		start := len(arena)
 		arena = sh.keys.metrics(arena, sn.HostID, sn.Timestamp)
@@ -581,9 +610,11 @@ func (s *Store) writeShardOnce(ctx context.Context, t *topology, sh *shard, snap
 	cut := "(" + strconv.FormatInt(cutoff, 10)
 	for _, id := range order {
 		h := hosts[id]
-		idxKey := sh.keys.index(id)
-		pipe.Expire(ctx, idxKey, retention)
-		pipe.ZRemRangeByScore(ctx, idxKey, "-inf", cut)
+		if !compact {
+			idxKey := sh.keys.index(id)
+			pipe.Expire(ctx, idxKey, retention)
+			pipe.ZRemRangeByScore(ctx, idxKey, "-inf", cut)
+		}
 		pipe.ZAddArgs(ctx, sh.keys.hosts(), redis.ZAddArgs{GT: true, Members: []redis.Z{{Score: float64(h.newest), Member: id}}})
 		pipe.Expire(ctx, sh.keys.host(id), s.cfg.HostTTL)
 	}
@@ -604,6 +635,9 @@ func (s *Store) writeShardOnce(ctx context.Context, t *topology, sh *shard, snap
 		if err := s.rollUp(ctx, t, sh, retry); err != nil {
 			return fmt.Errorf("write %d snapshots to redis shard %s: %w", n, sh.name, err)
 		}
+	}
+	for k, cmd := range seals {
+		s.sealAfterWrite(ctx, sh, order[k], cmd)
 	}
 	return nil
 }
@@ -646,41 +680,10 @@ func (s *Store) Range(ctx context.Context, q storage.RangeQuery) ([]storage.Snap
 	return out, nil
 }
 
+// readRange reads the host's snapshots on one shard, whatever the layout
+// they are in (compact.go).
 func (s *Store) readRange(ctx context.Context, c redis.UniversalClient, sh *shard, q storage.RangeQuery, from int64) ([]storage.Snapshot, error) {
-	keys, err := c.ZRangeByScore(ctx, sh.keys.index(q.HostID), &redis.ZRangeBy{
-		Min: strconv.FormatInt(from, 10), Max: strconv.FormatInt(q.To, 10),
-	}).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read index: %w", err)
-	}
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	out := make([]storage.Snapshot, 0, len(keys))
-	arena := sampleArena{block: 2048}
-	expired := 0
-	err = s.hgetallChunks(ctx, c, keys, func(key string, kvs []redis.KeyValue) error {
-		if len(kvs) == 0 {
-			expired++ // the hash expired before its index entry
-			return nil
-		}
-		snap, err := decodeSnapshot(key, q.HostID, kvs, q.Match, &arena)
-		if err != nil {
-			return err
-		}
-		if q.Match != nil && len(snap.Samples) == 0 {
-			return nil
-		}
-		out = append(out, snap)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if expired > 0 {
-		s.logger.Debug("range skipped expired snapshots", "host", q.HostID, "expired", expired)
-	}
-	return out, nil
+	return s.readRangeAll(ctx, c, sh, q, from)
 }
 
 // hgetallChunks reads every key with HGETALL, in pipelines of ReadChunk
@@ -739,6 +742,12 @@ func (s *Store) Latest(ctx context.Context, hostID string) (storage.Snapshot, bo
 }
 
 func (s *Store) latestOn(ctx context.Context, sh *shard, hostID string) (storage.Snapshot, bool, error) {
+	if s.cfg.Layout == LayoutCompact {
+		snap, ok, known, err := s.latestCompact(ctx, sh, hostID)
+		if known || err != nil {
+			return snap, ok, err
+		}
+	}
 	keys, err := sh.client.ZRevRangeByScore(ctx, sh.keys.index(hostID), &redis.ZRangeBy{
 		Min: strconv.FormatInt(s.cutoff(), 10), Max: "+inf", Count: 1,
 	}).Result()
@@ -746,6 +755,11 @@ func (s *Store) latestOn(ctx context.Context, sh *shard, hostID string) (storage
 		return storage.Snapshot{}, false, fmt.Errorf("latest %s on redis shard %s: read index: %w", hostID, sh.name, err)
 	}
 	if len(keys) == 0 {
+		if s.cfg.Layout == LayoutSeed {
+			// Compact keys not converted yet (convert.go).
+			snap, ok, _, err := s.latestCompact(ctx, sh, hostID)
+			return snap, ok, err
+		}
 		return storage.Snapshot{}, false, nil
 	}
 	cmd := redis.NewKeyValueSliceCmd(ctx, "hgetall", keys[0])
@@ -878,14 +892,14 @@ func (s *Store) RegisterHost(ctx context.Context, h storage.Host, at time.Time) 
 	pipe.Expire(ctx, sh.keys.hosts(), s.hostsTTL)
 	stored := pipe.HGetAll(ctx, key)
 	last := s.lastData(ctx, pipe, sh, h.ID)
-	if _, err := pipe.Exec(ctx); err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return storage.Host{}, fmt.Errorf("register host %s on redis shard %s: %w", h.ID, sh.name, err)
 	}
 	out, err := decodeHost(h.ID, stored.Val())
 	if err != nil {
 		return storage.Host{}, fmt.Errorf("register host %s on redis shard %s: %w", h.ID, sh.name, err)
 	}
-	out.LastData = lastDataOf(last)
+	out.LastData = last()
 	if prev := t.prevOwner(h.ID, sh); prev != nil {
 		// Moving here: the old owner may still hold the first
 		// registration and the newest data (MoveHost merges them alike).
@@ -898,22 +912,30 @@ func (s *Store) RegisterHost(ctx context.Context, h storage.Host, at time.Time) 
 		if v, err := first.Int64(); err == nil && v > 0 && v < out.FirstSeen {
 			out.FirstSeen = v
 		}
-		out.LastData = max(out.LastData, lastDataOf(last))
+		out.LastData = max(out.LastData, last())
 	}
 	return out, nil
 }
 
-func (s *Store) lastData(ctx context.Context, pipe redis.Pipeliner, sh *shard, hostID string) *redis.ZSliceCmd {
-	return pipe.ZRevRangeByScoreWithScores(ctx, sh.keys.index(hostID), &redis.ZRangeBy{
-		Min: strconv.FormatInt(s.cutoff(), 10), Max: "+inf", Count: 1,
+// lastData queues the reads of the host's newest data timestamp within the
+// retention: the seed's index and its lastdata
+// score (compact.go) too. The returned function reads the answer after Exec (0: none).
+func (s *Store) lastData(ctx context.Context, pipe redis.Pipeliner, sh *shard, hostID string) func() int64 {
+	cutoff := s.cutoff()
+	seed := pipe.ZRevRangeByScoreWithScores(ctx, sh.keys.index(hostID), &redis.ZRangeBy{
+		Min: strconv.FormatInt(cutoff, 10), Max: "+inf", Count: 1,
 	})
-}
-
-func lastDataOf(cmd *redis.ZSliceCmd) int64 {
-	if z := cmd.Val(); len(z) > 0 {
-		return int64(z[0].Score)
+	compact := pipe.ZScore(ctx, sh.keys.lastData(), hostID)
+	return func() int64 {
+		var last int64
+		if z := seed.Val(); len(z) > 0 {
+			last = int64(z[0].Score)
+		}
+		if v, err := compact.Result(); err == nil && int64(v) >= cutoff {
+			last = max(last, int64(v))
+		}
+		return last
 	}
-	return 0
 }
 
 // heartbeatScript records a heartbeat only for a registered host, so an
@@ -1059,7 +1081,7 @@ func (s *Store) shardHosts(ctx context.Context, sh *shard) ([]storage.Host, erro
 	ids := idsCmd.Val()
 	out := make([]storage.Host, 0, len(ids))
 	infos := make([]*redis.MapStringStringCmd, 0, min(len(ids), s.cfg.ReadChunk))
-	lasts := make([]*redis.ZSliceCmd, 0, cap(infos))
+	lasts := make([]func() int64, 0, cap(infos))
 	for start := 0; start < len(ids); start += s.cfg.ReadChunk {
 		chunk := ids[start:min(start+s.cfg.ReadChunk, len(ids))]
 		pipe := sh.client.Pipeline()
@@ -1068,7 +1090,7 @@ func (s *Store) shardHosts(ctx context.Context, sh *shard) ([]storage.Host, erro
 			infos = append(infos, pipe.HGetAll(ctx, sh.keys.host(id)))
 			lasts = append(lasts, s.lastData(ctx, pipe, sh, id))
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("read %d host records: %w", len(chunk), err)
 		}
 		for i, id := range chunk {
@@ -1083,7 +1105,7 @@ func (s *Store) shardHosts(ctx context.Context, sh *shard) ([]storage.Host, erro
 				}
 			}
 			h.ID = id
-			h.LastData = lastDataOf(lasts[i])
+			h.LastData = lasts[i]()
 			if h.FirstSeen == 0 && h.LastRegistered == 0 && h.LastData == 0 {
 				continue // neither registration nor data is left
 			}

@@ -1,5 +1,6 @@
 // Package api is the visualization server's HTTP surface: the JSON API under
-// /api/v1, /healthz and the minimal status page at /. Every read goes through
+// /api/v1, /healthz and the dashboard at / (embedded from web/ by make ui;
+// a minimal page saying how to build it otherwise). Every read goes through
 // the brokers over gRPC (brokerclient); nothing is cached here yet.
 //
 // Every response of /api/ and /healthz is JSON; errors are {"error": "..."}

@@ -2,26 +2,78 @@ package api
 
 import (
 	"bytes"
-	_ "embed"
+	"embed"
 	"fmt"
 	"html/template"
+	"io/fs"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
-// The status page is three small embedded files: no CDN, no build step. The
-// Chart.js UI of a later issue replaces it.
+// The page at / is the dashboard built from web/ (make ui: npm ci and
+// esbuild write ui/dist/index.html, app.js and style.css, which are not
+// committed). A binary built without them — `go build` on a machine
+// without Node.js — embeds the committed fallback instead: ui/index.html,
+// app.js and style.css, the minimal host list with a note saying how to
+// build the dashboard. Both are served at the same paths (/, /ui/app.js,
+// /ui/style.css) and both index pages are templates of the refresh
+// interval.
+//
+//go:embed ui
+var uiFiles embed.FS
+
 var (
-	//go:embed ui/index.html
 	indexHTML string
-	//go:embed ui/app.js
-	appJS []byte
-	//go:embed ui/style.css
-	styleCSS []byte
+	appJS     []byte
+	styleCSS  []byte
 )
 
-// pageCSP allows the page only its own script, style and API.
+func init() {
+	dir := "ui"
+	if _, err := fs.Stat(uiFiles, "ui/dist/index.html"); err == nil {
+		dir = "ui/dist"
+	}
+	read := func(name string) []byte {
+		b, err := uiFiles.ReadFile(dir + "/" + name)
+		if err != nil {
+			panic(fmt.Sprintf("embedded page: %v", err)) // the files are embedded at build time
+		}
+		return b
+	}
+	indexHTML, appJS, styleCSS = string(read("index.html")), read("app.js"), read("style.css")
+}
+
+// pageCSP allows the page only its own script, style and API; pageCSPFor
+// adds the page's own host on any port over https to connect-src, for the
+// WebTransport session on the QUIC port.
 const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// pageCSPFor returns the page's CSP for a request to host (the Host
+// header): connect-src also allows https://HOSTNAME:* when the name is a
+// plain DNS name or IP address, else the CSP stays 'self' only.
+func pageCSPFor(host string) string {
+	name := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		name = h
+	}
+	if name == "" || len(name) > 253 {
+		return pageCSP
+	}
+	if ip := net.ParseIP(name); ip != nil {
+		if ip.To4() == nil {
+			name = "[" + name + "]"
+		}
+	} else {
+		for _, c := range name {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+				return pageCSP
+			}
+		}
+	}
+	return strings.Replace(pageCSP, "connect-src 'self'", "connect-src 'self' https://"+name+":*", 1)
+}
 
 // renderPage fills the refresh interval into the page once, at start-up.
 func renderPage(refresh time.Duration) ([]byte, error) {
@@ -40,10 +92,10 @@ func renderPage(refresh time.Duration) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func (a *API) index(w http.ResponseWriter, _ *http.Request) {
+func (a *API) index(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", pageCSP)
+	h.Set("Content-Security-Policy", pageCSPFor(r.Host))
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-cache")
 	_, _ = w.Write(a.page)

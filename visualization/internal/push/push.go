@@ -32,6 +32,12 @@
 // and never delays the others. Folded values are capped (MaxPending) and
 // everything lost is counted in Stats.
 //
+// Latency: the hub records, per batch a transport takes with Next, the time
+// from the publish of its oldest message to the transport's next call of
+// Next — by then it has written the batch — in a Prometheus histogram
+// (LatencyHistogram; the caller registers it in its own registry). A batch
+// whose write failed is not recorded: its transport stops calling Next.
+//
 // Concurrency: every method is safe for concurrent use. Publishing
 // (Observe, Publish) is serialized within a hub; a client's Next is meant
 // for one sender goroutine.
@@ -50,7 +56,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/monitorhq/monitor/pkg/storage"
 	"github.com/monitorhq/monitor/visualization/internal/live"
@@ -97,12 +106,14 @@ type Options struct {
 
 // Stats counts the hub's traffic and losses.
 type Stats struct {
-	Clients   int    `json:"clients"`
-	Published uint64 `json:"published"` // messages queued to clients
-	Folded    uint64 `json:"folded"`    // messages that found a full queue and were folded
-	Replaced  uint64 `json:"replaced"`  // folded values overwritten by a newer one before sending
-	Dropped   uint64 `json:"dropped"`   // folded values discarded at MaxPending
-	Gaps      uint64 `json:"gaps"`      // gap markers sent
+	Clients int `json:"clients"`
+	// Transports counts the clients by transport ("websocket", ...).
+	Transports map[string]int `json:"transports"`
+	Published  uint64         `json:"published"` // messages queued to clients
+	Folded     uint64         `json:"folded"`    // messages that found a full queue and were folded
+	Replaced   uint64         `json:"replaced"`  // folded values overwritten by a newer one before sending
+	Dropped    uint64         `json:"dropped"`   // folded values discarded at MaxPending
+	Gaps       uint64         `json:"gaps"`      // gap markers sent
 }
 
 // Hub fans messages out to clients.
@@ -122,7 +133,12 @@ type Hub struct {
 	epoch uint64
 
 	published, folded, replaced, dropped, gaps atomic.Uint64
+	latency                                    prometheus.Histogram
 }
+
+// LatencyBuckets are the upper bounds (seconds) of the push latency
+// histogram: sub-millisecond on loopback up to a client seconds behind.
+var LatencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 var _ live.Observer = (*Hub)(nil)
 
@@ -141,15 +157,28 @@ func New(opts Options) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{opts: opts, log: log, hosts: radix.New[*Client](), metrics: radix.New[*Client](), clients: map[*Client]struct{}{}}
+	return &Hub{opts: opts, log: log, hosts: radix.New[*Client](), metrics: radix.New[*Client](), clients: map[*Client]struct{}{},
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "monitor_visualization_push_latency_seconds",
+			Help:    "Time from the publish of a message to its transport having written it (per batch, its oldest message).",
+			Buckets: LatencyBuckets,
+		})}
 }
+
+// LatencyHistogram returns the hub's push latency histogram (see the
+// package doc), registered nowhere: the caller registers it.
+func (h *Hub) LatencyHistogram() prometheus.Histogram { return h.latency }
 
 // Stats returns the counters.
 func (h *Hub) Stats() Stats {
 	h.mu.RLock()
 	n := len(h.clients)
+	byTransport := map[string]int{}
+	for c := range h.clients {
+		byTransport[c.info.Transport]++
+	}
 	h.mu.RUnlock()
-	return Stats{Clients: n, Published: h.published.Load(), Folded: h.folded.Load(),
+	return Stats{Clients: n, Transports: byTransport, Published: h.published.Load(), Folded: h.folded.Load(),
 		Replaced: h.replaced.Load(), Dropped: h.dropped.Load(), Gaps: h.gaps.Load()}
 }
 
@@ -274,6 +303,8 @@ type Client struct {
 	pending map[pendingKey]pendingSample // folded samples
 	events  map[string][]byte            // folded events by conflation key
 	order   []string                     // events' keys in arrival order
+	oldest  time.Time                    // publish time of the oldest message not yet taken by Next
+	handed  time.Time                    // that time for the batch Next last returned
 	closed  bool
 	notify  chan struct{} // one slot: "there is something to send"
 	done    chan struct{}
@@ -426,6 +457,13 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 // the client was behind, a gap marker and the folded latest values follow.
 // It returns ErrClosed once the client is closed, or ctx's error.
 func (c *Client) Next(ctx context.Context) ([][]byte, error) {
+	c.mu.Lock()
+	if !c.handed.IsZero() && !c.closed {
+		// The transport wrote the previous batch and is back for more.
+		c.hub.latency.Observe(time.Since(c.handed).Seconds())
+	}
+	c.handed = time.Time{}
+	c.mu.Unlock()
 	for {
 		c.mu.Lock()
 		if c.closed {
@@ -438,6 +476,7 @@ func (c *Client) Next(ctx context.Context) ([][]byte, error) {
 			if c.behind {
 				out = append(out, c.drainFolded()...)
 			}
+			c.handed, c.oldest = c.oldest, time.Time{}
 			c.mu.Unlock()
 			return out, nil
 		}
@@ -518,6 +557,9 @@ func (c *Client) offer(msg []byte) (queued bool) {
 	if c.closed {
 		c.mu.Unlock()
 		return true // nothing to fold for a closed client
+	}
+	if c.oldest.IsZero() {
+		c.oldest = time.Now()
 	}
 	if !c.behind && len(c.queue) < c.hub.opts.QueueSize {
 		c.queue = append(c.queue, msg)

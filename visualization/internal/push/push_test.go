@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
 	"github.com/monitorhq/monitor/visualization/internal/live"
@@ -319,5 +320,61 @@ func TestCloseAndLimits(t *testing.T) {
 	}
 	if st := h.Stats(); st.Clients != 0 {
 		t.Fatalf("clients after Close = %d", st.Clients)
+	}
+}
+
+// latencyCount is the number of observations of the hub's latency histogram.
+func latencyCount(t *testing.T, h *push.Hub) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := h.LatencyHistogram().Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+// TestLatencyRecordedPerWrittenBatch: a batch is recorded when its
+// transport comes back for more (it wrote the batch), once per batch;
+// control messages alone (hello) and a batch never written are not.
+func TestLatencyRecordedPerWrittenBatch(t *testing.T) {
+	h := push.New(push.Options{QueueSize: 4})
+	defer h.Close()
+	c := join(t, h, push.Filter{})
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Next(canceled); err != nil { // hello only
+		t.Fatal(err)
+	}
+	if _, err := c.Next(canceled); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Next on an empty queue = %v", err)
+	}
+	if n := latencyCount(t, h); n != 0 {
+		t.Fatalf("after the hello: %d observations, want 0", n)
+	}
+	for i := range 3 { // one batch, even though the queue overflows
+		h.Observe("web-1", nil, int64(i), []live.Sample{{Series: "cpu.usage_percent", Value: 1}})
+	}
+	h.Observe("web-1", nil, 9, []live.Sample{{Series: "mem.used_percent", Value: 1}})
+	h.Observe("web-1", nil, 10, []live.Sample{{Series: "mem.used_percent", Value: 2}})
+	if msgs, err := c.Next(canceled); err != nil || len(msgs) == 0 {
+		t.Fatalf("Next = %d messages, %v", len(msgs), err)
+	}
+	if n := latencyCount(t, h); n != 0 {
+		t.Fatalf("before the batch was written: %d observations, want 0", n)
+	}
+	_, _ = c.Next(canceled) // back for more: the batch was written
+	if n := latencyCount(t, h); n != 1 {
+		t.Fatalf("after one written batch: %d observations, want 1", n)
+	}
+	h.Publish("topk", map[string]int{"k": 1})
+	if _, err := c.Next(canceled); err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // the session ended before this batch was written
+	if _, err := c.Next(canceled); !errors.Is(err, push.ErrClosed) {
+		t.Fatalf("Next after Close = %v", err)
+	}
+	if n := latencyCount(t, h); n != 1 {
+		t.Fatalf("after Close: %d observations, want still 1", n)
 	}
 }

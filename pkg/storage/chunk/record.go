@@ -1,0 +1,162 @@
+package chunk
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/monitorhq/monitor/pkg/storage"
+)
+
+// A record is one snapshot, uncompressed (the host id and timestamp are
+// the record's key, not repeated in it); all varints are Go's
+// encoding/binary varints:
+//
+//	byte     record version (1)
+//	uvarint  tag count, then per tag: string name, string value
+//	uvarint  sample count, then per sample, sorted by series:
+//	           string series, string unit, byte kind, value
+//	           kind 0: float64 bits, 8 bytes little-endian
+//	           kind 1: zigzag varint, for integral values with |v| < 2^53
+//	                   (not -0): counters and byte counts, 1-8 bytes
+//
+// It is the embedded backend's snapshot value of format 1, unchanged, so
+// files written before chunks read as they are.
+
+// RecordVersion is the record format version.
+const RecordVersion = 1
+
+const (
+	kindFloat   = 0
+	kindInt     = 1
+	maxExactInt = 1 << 53
+)
+
+// recordOrder returns the indexes of samples sorted by series with a
+// repeated series keeping its last occurrence, or nil when samples are
+// already strictly sorted (the agent's usual order).
+func recordOrder(samples []storage.Sample) []int {
+	sorted := true
+	for i := 1; i < len(samples); i++ {
+		if samples[i-1].Series >= samples[i].Series {
+			sorted = false
+			break
+		}
+	}
+	if sorted {
+		return nil
+	}
+	buf := make([]int, len(samples))
+	for i := range samples {
+		buf[i] = i
+	}
+	slices.SortStableFunc(buf, func(a, b int) int { return strings.Compare(samples[a].Series, samples[b].Series) })
+	out := buf[:0]
+	for i := 0; i < len(buf); i++ {
+		if i+1 < len(buf) && samples[buf[i]].Series == samples[buf[i+1]].Series {
+			continue // a later one of the same series follows
+		}
+		out = append(out, buf[i])
+	}
+	return out
+}
+
+// AppendRecord appends the record of s to b.
+func AppendRecord(b []byte, s *storage.Snapshot) []byte {
+	b = append(b, RecordVersion)
+	b = binary.AppendUvarint(b, uint64(len(s.Tags)))
+	for k, v := range s.Tags {
+		b = appendString(b, k)
+		b = appendString(b, v)
+	}
+	order := recordOrder(s.Samples)
+	if order == nil {
+		b = binary.AppendUvarint(b, uint64(len(s.Samples)))
+		for i := range s.Samples {
+			b = appendSample(b, &s.Samples[i])
+		}
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(len(order)))
+	for _, i := range order {
+		b = appendSample(b, &s.Samples[i])
+	}
+	return b
+}
+
+func appendSample(b []byte, smp *storage.Sample) []byte {
+	b = appendString(b, smp.Series)
+	b = appendString(b, smp.Unit)
+	v := smp.Value
+	if v == math.Trunc(v) && math.Abs(v) < maxExactInt && !(v == 0 && math.Signbit(v)) {
+		b = append(b, kindInt)
+		return binary.AppendVarint(b, int64(v))
+	}
+	b = append(b, kindFloat)
+	return binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
+}
+
+// DecodeRecord decodes a record into s.Tags and s.Samples (those m
+// selects, nil when none); nothing refers to data after it returns.
+func (d *Decoder) DecodeRecord(data []byte, m *storage.Matcher, s *storage.Snapshot) error {
+	r := byteReader{b: data}
+	if v := r.byte(); r.err == nil && v != RecordVersion {
+		return corrupt("record version %d, want %d", v, RecordVersion)
+	}
+	if n := r.count(2); n > 0 {
+		s.Tags = make(map[string]string, n)
+		for i := 0; i < n && r.err == nil; i++ {
+			k := r.bytes()
+			v := r.bytes()
+			if r.err == nil {
+				s.Tags[d.intern(k)] = d.intern(v)
+			}
+		}
+	}
+	n := r.count(4)
+	d.recs = d.recs[:0]
+	var prev string
+	for i := 0; i < n && r.err == nil; i++ {
+		series := r.bytes()
+		unit := r.bytes()
+		kind := r.byte()
+		var v float64
+		switch kind {
+		case kindFloat:
+			if len(r.b) < 8 {
+				r.fail("truncated float")
+				break
+			}
+			v = math.Float64frombits(binary.LittleEndian.Uint64(r.b))
+			r.b = r.b[8:]
+		case kindInt:
+			v = float64(r.varint())
+		default:
+			r.fail(fmt.Sprintf("unknown value kind %d", kind))
+		}
+		if r.err != nil {
+			break
+		}
+		name := d.intern(series)
+		if i > 0 && name <= prev {
+			return corrupt("record samples not sorted")
+		}
+		prev = name
+		if m != nil && !m.Match(name) {
+			continue
+		}
+		d.recs = append(d.recs, storage.Sample{Series: name, Value: v, Unit: d.intern(unit)})
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if len(r.b) != 0 {
+		return corrupt("record has %d trailing bytes", len(r.b))
+	}
+	if len(d.recs) > 0 {
+		s.Samples = slices.Clone(d.recs)
+	}
+	return nil
+}
