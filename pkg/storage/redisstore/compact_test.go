@@ -29,13 +29,13 @@ func TestConformanceCompact(t *testing.T) {
 // that a late rewrite into a sealed window wins and is sealed again.
 func TestCompactSealsAndMerges(t *testing.T) {
 	srv := redistest.Start(t)
-	clock := &storagetest.Clock{}
+	clock := midWindow()
 	cfg := compactConfig(clock, ShardConfig{Addr: srv.Addr})
 	cfg.Retention = 24 * time.Hour
 	s := openStore(t, cfg)
 	ctx := ctxT(t)
 	raw := rawClient(t, srv.Addr)
-	start := windowOf(time.Now().Unix()) - 3*chunkSpan
+	start := windowOf(clock.Now().Unix()) - 3*chunkSpan
 	var want []storage.Snapshot
 	for ts := start; ts < start+3*chunkSpan; ts += 5 {
 		want = append(want, storage.Snapshot{HostID: "c1", Timestamp: ts, Tags: map[string]string{"env": "t"},
@@ -47,7 +47,7 @@ func TestCompactSealsAndMerges(t *testing.T) {
 		}
 	}
 	// One more write in the current window seals the last closed one.
-	now := storage.Snapshot{HostID: "c1", Timestamp: time.Now().Unix(), Samples: []storage.Sample{{Series: "cpu", Value: 1}}}
+	now := storage.Snapshot{HostID: "c1", Timestamp: clock.Now().Unix(), Samples: []storage.Sample{{Series: "cpu", Value: 1}}}
 	if err := s.WriteSnapshots(ctx, []storage.Snapshot{now}); err != nil {
 		t.Fatal(err)
 	}
@@ -113,12 +113,14 @@ func TestCompactSealsAndMerges(t *testing.T) {
 // old shard.
 func TestMoveHostCompact(t *testing.T) {
 	shards, raw := startShards(t, 2)
-	cfg := Config{Shards: shards[:1], KeyPrefix: uniquePrefix(), Layout: LayoutCompact}
+	clock := midWindow()
+	cfg := Config{Shards: shards[:1], KeyPrefix: uniquePrefix(), Layout: LayoutCompact, Now: clock.Now}
 	s := openStore(t, cfg)
 	m := newMirror(t, s)
 	m.ref.cfg.Layout = LayoutCompact
+	m.ref.cfg.Now, m.ref.now = clock.Now, clock.Now
 	ctx := ctxT(t)
-	base := windowOf(time.Now().Unix()) - 2*chunkSpan
+	base := windowOf(clock.Now().Unix()) - 2*chunkSpan
 	var hosts []string
 	for i := 0; i < 12; i++ {
 		id := fmt.Sprintf("cm-%02d", i)
@@ -126,7 +128,7 @@ func TestMoveHostCompact(t *testing.T) {
 		if err := m.write(ctx, history(id, base, 2*720+30, 5)...); err != nil {
 			t.Fatal(err)
 		}
-		if err := m.write(ctx, history(id, time.Now().Unix()-30, 3, 5)...); err != nil {
+		if err := m.write(ctx, history(id, clock.Now().Unix()-30, 3, 5)...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -141,7 +143,7 @@ func TestMoveHostCompact(t *testing.T) {
 			continue
 		}
 		if i%2 == 0 { // a write on the new ring before the move
-			if err := m.write(ctx, history(id, time.Now().Unix()-20, 2, 7)...); err != nil {
+			if err := m.write(ctx, history(id, clock.Now().Unix()-20, 2, 7)...); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -169,11 +171,12 @@ func TestMoveHostCompact(t *testing.T) {
 func TestConvertLayouts(t *testing.T) {
 	srv := redistest.Start(t)
 	prefix := uniquePrefix()
-	seed := openStore(t, Config{Shards: []ShardConfig{{Addr: srv.Addr}}, KeyPrefix: prefix})
-	compact := openStore(t, Config{Shards: []ShardConfig{{Addr: srv.Addr}}, KeyPrefix: prefix, Layout: LayoutCompact})
+	clock := midWindow()
+	seed := openStore(t, Config{Shards: []ShardConfig{{Addr: srv.Addr}}, KeyPrefix: prefix, Now: clock.Now})
+	compact := openStore(t, Config{Shards: []ShardConfig{{Addr: srv.Addr}}, KeyPrefix: prefix, Layout: LayoutCompact, Now: clock.Now})
 	m := newMirror(t, seed)
 	ctx := ctxT(t)
-	base := windowOf(time.Now().Unix()) - chunkSpan
+	base := windowOf(clock.Now().Unix()) - chunkSpan
 	for i := 0; i < 3; i++ {
 		if err := m.write(ctx, history(fmt.Sprintf("cv-%d", i), base, 800, 5)...); err != nil {
 			t.Fatal(err)
@@ -182,7 +185,7 @@ func TestConvertLayouts(t *testing.T) {
 	m.check("seed")
 	// A broker restarted with the compact layout writes; both read all.
 	m.s = compact
-	if err := m.write(ctx, history("cv-0", time.Now().Unix()-10, 2, 3)...); err != nil {
+	if err := m.write(ctx, history("cv-0", clock.Now().Unix()-10, 2, 3)...); err != nil {
 		t.Fatal(err)
 	}
 	m.check("mixed")
@@ -207,4 +210,15 @@ func TestConvertLayouts(t *testing.T) {
 	if k := raw.Keys(ctx, prefix+"head:*").Val(); len(k) != 0 {
 		t.Fatalf("heads left: %v", k)
 	}
+}
+
+// midWindow is a clock in the middle of the current chunk window, so what a
+// test writes "now" and in the windows before does not depend on the time
+// of day it runs at (a head is sealed only sealDelay after its window ends,
+// and a window's data must not reach past now).
+func midWindow() *storagetest.Clock {
+	c := &storagetest.Clock{}
+	now := time.Now().Unix()
+	c.Advance(time.Duration(windowOf(now)+chunkSpan/2-now) * time.Second)
+	return c
 }
