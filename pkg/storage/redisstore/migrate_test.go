@@ -206,10 +206,22 @@ func TestSetTopologyMovesHostsLive(t *testing.T) {
 	m := newMirror(t, s)
 	now := time.Now().Unix()
 	base := now - 3*3600
+	// Shard names are their random ports, so pick the hosts: 8 that will
+	// move to the third shard and 8 that stay.
 	var hosts []string
-	for i := 0; i < 16; i++ {
-		id := fmt.Sprintf("mv-%02d", i)
+	oldR, newR := ringOf(t, shards[:2]), ringOf(t, shards)
+	for n, stay, move := 0, 0, 0; stay < 8 || move < 8; n++ {
+		id := fmt.Sprintf("mv-%02d", n)
+		if oldR.Lookup(id) != newR.Lookup(id) && move < 8 {
+			move++
+		} else if oldR.Lookup(id) == newR.Lookup(id) && stay < 8 {
+			stay++
+		} else {
+			continue
+		}
 		hosts = append(hosts, id)
+	}
+	for i, id := range hosts {
 		m.register(ctx, id, time.Unix(base-int64(i), 0))
 		if err := m.write(ctx, history(id, base+int64(i), 60, 170)...); err != nil {
 			t.Fatal(err)
