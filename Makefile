@@ -14,7 +14,7 @@ CMDS := agent broker visualization monitor
 # Packages whose tests need redis-server.
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test test-go test-nocgo check proto tools deps run clean fuzz-short bench bench-quick cluster cluster-down ui e2e e2e-quic
+.PHONY: all build test test-go test-nocgo test-faults check proto tools deps run clean fuzz-short bench bench-quick cluster cluster-down ui e2e e2e-quic
 
 all: build
 
@@ -43,7 +43,7 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-test: deps build test-go test-nocgo fuzz-short bench-quick e2e e2e-quic
+test: deps build test-go test-nocgo test-faults fuzz-short bench-quick e2e e2e-quic
 
 # ui builds the dashboard (web/, Chart.js bundled by esbuild) into
 # visualization/internal/api/ui/dist, which the Go binaries embed; a Go
@@ -78,8 +78,10 @@ e2e/ui/node_modules/.ci-stamp: e2e/ui/package.json e2e/ui/package-lock.json
 	cd e2e/ui && npm ci --no-audit --no-fund
 	@touch $@
 
+# test-go runs every package's tests but the fault suite's (test-faults
+# runs those, with its figures).
 test-go:
-	$(GO) test $(GOTEST_FLAGS) ./...
+	$(GO) test $(GOTEST_FLAGS) -skip '^($(FAULTS_TESTS))$$' ./...
 
 # Everything must also build without cgo, and the parts with C twins (the
 # agent's ring) pass their tests with the pure-Go twin.
@@ -87,6 +89,25 @@ test-nocgo:
 	CGO_ENABLED=0 $(GO) build -o /dev/null ./...
 	CGO_ENABLED=0 $(GO) vet ./...
 	CGO_ENABLED=0 $(GO) test -count=1 ./agent/... ./pkg/algorithm/...
+
+# test-faults is the fault-injection suite (docs/reliability.md): a broker
+# SIGKILLed under agent streams, a Redis shard stopped, the broker-Redis link
+# slowed, reset and black-holed, a Raft member partitioned, the Raft leader
+# killed, agents cut off past their ring and their spool cap, a stuck
+# Subscribe stream, a cardinality bomb. Every scenario logs "FIGURE
+# name=value unit" lines (printed at the end, full log in FAULTS_LOG) and
+# asserts correctness only (lost = 0, duplicates = 0, linearizable), never
+# timing. Short versions under -race; MONITOR_FAULTS_LONG=1 (with
+# MONITOR_FAULTS_OUTAGE=30s) runs the long ones for benchmark figures,
+# without -race (figures of the race detector's speed mean little).
+FAULTS_LOG ?= $${TMPDIR:-/tmp}/monitor-faults.log
+FAULTS_TESTS := TestBrokerSIGKILLUnderAgentStreams|TestRedisLinkLatencyResetsBlackhole|TestCardinalityBombIsCappedPerHost|TestSlowSubscriberIsBoundedOthersUnaffected|TestShardOutageUnderLoad|TestLinearizableAcrossLeaderKill|TestPartitionedMemberNoSecondLeader|TestRealBrokerOutageLosesNothing|TestSpoolCapDropsOldest|TestBrokerOutageLosesNothing|TestSlowSubscriberDropsAndGetsGapMarker|TestSeriesCap.*|TestPassDelayBlackholeReset|TestResetWhileBlackholed
+test-faults: deps
+	@echo "fault suite: log in $(FAULTS_LOG)"
+	@$(GO) test -count=1 -timeout 20m $(if $(filter 1,$(MONITOR_FAULTS_LONG)),,-race -short) -v -run '^($(FAULTS_TESTS))$$' \
+	  ./e2e/faults ./e2e ./broker/internal/control ./broker/internal/hub ./broker/internal/ingest ./agent ./internal/faultproxy \
+	  >$(FAULTS_LOG) 2>&1 || { cat $(FAULTS_LOG); exit 1; }
+	@grep -E '^(ok|---)' $(FAULTS_LOG); grep -ho 'FIGURE .*' $(FAULTS_LOG)
 
 # A short run of every fuzz target in the tree (seed corpora in testdata/fuzz
 # and f.Add); FUZZTIME per target.

@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -629,10 +631,15 @@ func TestSilentBrokerIsLeftAfterAckTimeout(t *testing.T) {
 	}
 }
 
+// TestSpoolCapDropsOldest cuts the agent off for longer than its spool cap
+// holds: the oldest snapshots go first, the newest are all delivered
+// without a gap, every drop is counted and exported on /metrics. Part of
+// make test-faults (FIGURE lines).
 func TestSpoolCapDropsOldest(t *testing.T) {
 	addr := deadAddr(t)
 	cfg := testConfig(addr)
 	cfg.SpoolMaxBytes = 1 << 20
+	cfg.HTTPListen = "127.0.0.1:0"
 	h := start(t, cfg, &fake{name: "fast"})
 	var st Stats
 	for st.Dropped[DropSpoolFull] == 0 {
@@ -660,6 +667,15 @@ func TestSpoolCapDropsOldest(t *testing.T) {
 	if st.Dropped[DropSpoolFull]+uint64(len(got)) != uint64(h.n) {
 		t.Fatalf("%d dropped + %d stored != %d collected", st.Dropped[DropSpoolFull], len(got), h.n)
 	}
+	exported := fmt.Sprintf(`monitor_agent_dropped_snapshots_total{reason="spool_full"} %d`, st.Dropped[DropSpoolFull])
+	if body := get(t, "http://"+h.a.HTTPAddr()+"/metrics", http.StatusOK); !strings.Contains(body, exported) {
+		t.Fatalf("/metrics lacks %q", exported)
+	}
+	t.Logf("FIGURE spool_cap_bytes=%d bytes", cfg.SpoolMaxBytes)
+	t.Logf("FIGURE spool_cap_collected=%d snapshots", h.n)
+	t.Logf("FIGURE spool_cap_dropped_oldest=%d snapshots", st.Dropped[DropSpoolFull])
+	t.Logf("FIGURE spool_cap_delivered=%d snapshots", len(got))
+	t.Logf("FIGURE spool_cap_lost_unaccounted=%d snapshots", uint64(h.n)-st.Dropped[DropSpoolFull]-uint64(len(got)))
 }
 
 func TestFailoverFollowsRingPreference(t *testing.T) {

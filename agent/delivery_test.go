@@ -107,7 +107,9 @@ func (b *realBroker) stamps(host, name string, from, to int64) []int64 {
 // TestRealBrokerOutageLosesNothing takes a real broker (embedded storage)
 // down for 30 s (3 s with -short) while the agent keeps collecting several
 // snapshots a second, brings it back on the same address and store, and
-// checks every snapshot is stored: none lost, no gap.
+// checks every snapshot is stored: none lost, no gap. The ring holds 16
+// snapshots, far fewer than the outage makes: the disk spool holds the
+// rest. Part of make test-faults (FIGURE lines).
 func TestRealBrokerOutageLosesNothing(t *testing.T) {
 	outage := 30 * time.Second
 	if testing.Short() {
@@ -118,6 +120,7 @@ func TestRealBrokerOutageLosesNothing(t *testing.T) {
 	cfg := testConfig(b.addr)
 	cfg.DataDir = filepath.Join(t.TempDir(), "spool")
 	cfg.ReconnectMaxBackoff = config.Duration(time.Second)
+	cfg.RingSize = 16 // the outage outlasts the ring many times over
 	h := start(t, cfg, &fake{name: "fast"})
 	h.base = time.Now().Unix() - 3600 // an hour ago: room for many one-second ticks before now
 
@@ -157,6 +160,10 @@ func TestRealBrokerOutageLosesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("outage %s: %d snapshots spooled and delivered after it; %d reconnect attempts", outage, during, st.Reconnects)
+	t.Logf("FIGURE agent_outage_ms=%d ms", outage.Milliseconds())
+	t.Logf("FIGURE agent_outage_ring_size=%d snapshots", cfg.RingSize)
+	t.Logf("FIGURE agent_outage_spooled=%d snapshots", during)
+	t.Logf("FIGURE agent_outage_lost=%d snapshots", len(stampsFrom(h.base, 1, int(h.n)))-len(got))
 }
 
 func firstMissing(got, want []int64) any {

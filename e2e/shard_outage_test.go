@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -78,6 +79,7 @@ func progressed(now, before map[string]int, hosts []string, n int) string {
 // ingest resumes after the restart, and every acknowledged snapshot is in
 // Redis at the end. The shards persist with appendfsync always, so what a
 // shard acknowledged survives its kill, as it would with replication.
+// Part of make test-faults: it logs FIGURE lines (outage, resume, drain).
 func TestShardOutageUnderLoad(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -176,6 +178,17 @@ func TestShardOutageUnderLoad(t *testing.T) {
 	})
 
 	// Outage: the victim's hosts get flow control, the others keep flowing.
+	// It lasts at least MONITOR_FAULTS_OUTAGE (default 5s; make bench-faults
+	// runs it longer).
+	outage := 5 * time.Second
+	if v := os.Getenv("MONITOR_FAULTS_OUTAGE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("MONITOR_FAULTS_OUTAGE=%q: %v", v, err)
+		}
+		outage = d
+	}
+	stoppedAt := time.Now()
 	shards[victim].Stop()
 	eventually(t, 10*time.Second, func() error {
 		if n := log.flowControls(byShard[victim]); n == 0 {
@@ -195,15 +208,30 @@ func TestShardOutageUnderLoad(t *testing.T) {
 		t.Fatalf("every host of the stopped shard was acknowledged during the outage: %v", stalled)
 	}
 
-	// Recovery: the shard comes back with its data; its hosts resume.
+	if d := outage - time.Since(stoppedAt); d > 0 {
+		time.Sleep(d) // the outage's length is the fault itself, not a wait for a condition
+	}
+
+	// Recovery: the shard comes back with its data; its hosts resume and
+	// drain what they held back (drain time: until nothing is unsent and
+	// no more than one batch per host is in flight).
 	shards[victim].Restart(t)
+	restarted := time.Now()
 	after := log.counts()
-	eventually(t, 15*time.Second, func() error {
+	eventually(t, 15*time.Second+outage, func() error {
 		if h := progressed(log.counts(), after, all, 3); h != "" {
 			return fmt.Errorf("host %s has not resumed after the restart", h)
 		}
 		return nil
 	})
+	resumed := time.Since(restarted)
+	eventually(t, 60*time.Second+4*outage, func() error {
+		if s := g.Stats(); s.Unsent != 0 || s.Lost > uint64(len(all)) {
+			return fmt.Errorf("backlog not drained: %d unsent, %d in flight", s.Unsent, s.Lost)
+		}
+		return nil
+	})
+	drained := time.Since(restarted)
 	stopLoad()
 	o := <-ldone
 	out = &o
@@ -254,4 +282,12 @@ func TestShardOutageUnderLoad(t *testing.T) {
 	}
 	t.Logf("verified %d acknowledged snapshots; broker: write failures %d, flow control %d, queue refusals %v",
 		total, st.WriteFailures, st.FlowControlSent, st.Queue.Refused)
+	t.Logf("FIGURE shard_outage_agent_streams=%d streams", len(all))
+	t.Logf("FIGURE shard_outage_hosts_on_stopped_shard=%d hosts", len(byShard[victim]))
+	t.Logf("FIGURE shard_outage_ms=%d ms", restarted.Sub(stoppedAt).Milliseconds())
+	t.Logf("FIGURE shard_outage_flow_control=%d messages", res.FlowControls)
+	t.Logf("FIGURE shard_outage_resume_ms=%d ms", resumed.Milliseconds())
+	t.Logf("FIGURE shard_outage_drain_ms=%d ms", drained.Milliseconds())
+	t.Logf("FIGURE shard_outage_acked_snapshots=%d snapshots", total)
+	t.Logf("FIGURE shard_outage_lost=%d snapshots", res.Lost)
 }

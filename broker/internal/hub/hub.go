@@ -21,9 +21,10 @@ type Delivery struct {
 
 // Hub holds the subscribers.
 type Hub struct {
-	mu     sync.Mutex
-	subs   map[*Subscription]struct{}
-	closed bool
+	mu      sync.Mutex
+	subs    map[*Subscription]struct{}
+	closed  bool
+	dropped uint64 // batches dropped for any subscriber, ever; guarded by mu
 }
 
 // New returns an empty hub.
@@ -80,6 +81,15 @@ func (s *Subscription) Close() {
 	}
 }
 
+// Dropped returns how many batches were dropped for any subscriber since
+// New, including subscribers still connected (so a stuck stream shows on
+// /metrics while it is stuck, not only when it ends).
+func (h *Hub) Dropped() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.dropped
+}
+
 // Len returns the number of subscribers.
 func (h *Hub) Len() int {
 	h.mu.Lock()
@@ -114,6 +124,7 @@ func (h *Hub) Publish(snaps []storage.Snapshot) {
 		default:
 			s.dropped++
 			s.total++
+			h.dropped++
 		}
 		s.mu.Unlock()
 	}

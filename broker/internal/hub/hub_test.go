@@ -58,8 +58,8 @@ func TestSlowSubscriberDropsAndGetsGapMarker(t *testing.T) {
 	}
 	<-slow.C()
 	<-slow.C()
-	if slow.Dropped() != 8 {
-		t.Fatalf("dropped = %d, want 8", slow.Dropped())
+	if slow.Dropped() != 8 || h.Dropped() != 8 {
+		t.Fatalf("dropped = %d (hub: %d), want 8", slow.Dropped(), h.Dropped())
 	}
 	h.Publish(snaps("a"))
 	if d := <-slow.C(); d.Dropped != 8 {

@@ -265,10 +265,7 @@ func (s *Service) Subscribe(req *monitorpb.SubscribeRequest, stream monitorpb.Mo
 		}
 	}
 	sub := s.hub.Subscribe(req.GetHostIds(), s.opts.SubscriberBuffer)
-	defer func() {
-		s.subDrops.Add(sub.Dropped())
-		sub.Close()
-	}()
+	defer sub.Close()
 	for {
 		select {
 		case <-stream.Context().Done():

@@ -98,7 +98,7 @@ type Service struct {
 	fullLog, failLog logLimiter // flow-control warnings
 
 	batchesAcked, snapshots, samples, rejections atomic.Uint64
-	writeFailures, flowSent, ignored, subDrops   atomic.Uint64
+	writeFailures, flowSent, ignored             atomic.Uint64
 	queueFull                                    atomic.Uint64
 	streams                                      atomic.Int64
 }
@@ -169,7 +169,7 @@ func (s *Service) Stats() Stats {
 		BatchesAcked: s.batchesAcked.Load(), SnapshotsStored: s.snapshots.Load(),
 		SamplesStored: s.samples.Load(), Rejections: s.rejections.Load(),
 		WriteFailures: s.writeFailures.Load(), QueueFull: s.queueFull.Load(), FlowControlSent: s.flowSent.Load(),
-		IngestStreams: s.streams.Load(), SubscriberDrops: s.subDrops.Load(),
+		IngestStreams: s.streams.Load(), SubscriberDrops: s.hub.Dropped(),
 		IgnoredAfterFlow: s.ignored.Load(), Queue: s.queue.Stats(),
 	}
 }
