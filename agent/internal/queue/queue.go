@@ -139,9 +139,7 @@ func (q *Queue) Push(s *monitorpb.Snapshot) {
 	}
 	q.table[idx].Store(e)
 	q.bytes.Add(e.size)
-	if !q.data.Push(idx) {
-		panic("queue: data ring full with a free index in hand")
-	}
+	pushAll(q.data, []uint64{idx})
 	select {
 	case q.ready <- struct{}{}:
 	default:
@@ -237,7 +235,7 @@ func (q *Queue) dropOldest() bool {
 		return false
 	}
 	e := q.table[idx].Swap(nil)
-	q.free.Push(idx)
+	pushAll(q.free, []uint64{idx})
 	if e != nil {
 		q.bytes.Add(-e.size)
 	}
@@ -258,10 +256,23 @@ func (q *Queue) PopBatch(max int) []*monitorpb.Snapshot {
 			out = append(out, e.snap)
 		}
 	}
-	if k := q.free.PushBatch(idx[:n]); k != n {
-		panic(fmt.Sprintf("queue: free list took %d of %d indices back", k, n))
-	}
+	pushAll(q.free, idx[:n])
 	return out
+}
+
+// pushAll stores every value in r. Holding an index means the ring has room
+// for it, but the ring can still look full for a moment: a consumer that
+// claimed the cell ahead has not yet released it (the C ring's cells are
+// released after the claim). So it retries until every value is in, which
+// ends as soon as those consumers finish their copy.
+func pushAll(r *c.Ring, vs []uint64) {
+	for {
+		vs = vs[r.PushBatch(vs):]
+		if len(vs) == 0 {
+			return
+		}
+		runtime.Gosched()
+	}
 }
 
 // Ready is signalled (capacity 1, so signals coalesce) after every Push.
