@@ -101,8 +101,19 @@ func TestMetricsAndReadiness(t *testing.T) {
 	}
 	// The WebSocket's sender records the sample's latency once it wrote it
 	// and is back for more.
+	// The live feed counts a snapshot after handing it to the observers,
+	// so the client may have it before the counters move: wait for them.
 	body := waitFor(t, ops+"/metrics", func(code int, body string) bool {
-		return code == http.StatusOK && strings.Contains(body, "monitor_visualization_push_latency_seconds_count 1")
+		if code != http.StatusOK || !strings.Contains(body, "monitor_visualization_push_latency_seconds_count 1") {
+			return false
+		}
+		for _, zero := range []string{"monitor_visualization_live_snapshots_total 0", "monitor_visualization_live_samples_total 0",
+			"monitor_visualization_topk_updates_total 0", "monitor_visualization_anomaly_points_total 0"} {
+			if strings.Contains(body, zero+"\n") {
+				return false
+			}
+		}
+		return true
 	})
 	p := expfmt.NewTextParser(model.LegacyValidation)
 	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
