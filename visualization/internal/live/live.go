@@ -353,13 +353,15 @@ func (f *Feed) deliverOne(id string, tags map[string]string, ts int64, samples [
 	if h.tags == nil {
 		h.tags = map[string]string{}
 	}
-	for _, o := range f.opts.Observers {
-		o.Observe(id, h.tags, ts, samples)
-	}
+	// Counted before the observers run, so whoever sees the snapshot
+	// downstream (a WebSocket client) also sees it counted.
 	f.counters.snapshots.Add(1)
 	f.counters.samples.Add(uint64(len(samples)))
 	if catchup {
 		f.counters.catchupSnapshots.Add(1)
+	}
+	for _, o := range f.opts.Observers {
+		o.Observe(id, h.tags, ts, samples)
 	}
 }
 
