@@ -34,10 +34,10 @@ const (
 	maxExactInt = 1 << 53
 )
 
-// recordOrder returns the indexes of samples sorted by series with a
+// SampleOrder returns the indexes of samples sorted by series with a
 // repeated series keeping its last occurrence, or nil when samples are
-// already strictly sorted (the agent's usual order).
-func recordOrder(samples []storage.Sample) []int {
+// already strictly sorted (the agent's usual order). buf is reused.
+func SampleOrder(samples []storage.Sample, buf []int) []int {
 	sorted := true
 	for i := 1; i < len(samples); i++ {
 		if samples[i-1].Series >= samples[i].Series {
@@ -48,9 +48,9 @@ func recordOrder(samples []storage.Sample) []int {
 	if sorted {
 		return nil
 	}
-	buf := make([]int, len(samples))
+	buf = buf[:0]
 	for i := range samples {
-		buf[i] = i
+		buf = append(buf, i)
 	}
 	slices.SortStableFunc(buf, func(a, b int) int { return strings.Compare(samples[a].Series, samples[b].Series) })
 	out := buf[:0]
@@ -71,7 +71,7 @@ func AppendRecord(b []byte, s *storage.Snapshot) []byte {
 		b = appendString(b, k)
 		b = appendString(b, v)
 	}
-	order := recordOrder(s.Samples)
+	order := SampleOrder(s.Samples, nil)
 	if order == nil {
 		b = binary.AppendUvarint(b, uint64(len(s.Samples)))
 		for i := range s.Samples {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/monitorhq/monitor/pkg/storage"
+	"github.com/monitorhq/monitor/pkg/storage/chunk"
 	"github.com/monitorhq/monitor/pkg/storage/storagetest"
 )
 
@@ -66,7 +67,7 @@ func BenchmarkEncodeSnapshot(b *testing.B) {
 	buf := make([]byte, 0, 4096)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		buf = appendSnapshot(buf[:0], &s, sampleOrder(s.Samples, nil))
+		buf = chunk.AppendRecord(buf[:0], &s)
 	}
 	b.ReportMetric(float64(len(buf)), "bytes/snapshot")
 }

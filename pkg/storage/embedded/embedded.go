@@ -11,7 +11,7 @@
 //	                first_seen, last_registered, last_heartbeat (Unix s)
 //	bucket "snapshots"
 //	    bucket {hostId}
-//	        8-byte big-endian timestamp -> encoded snapshot (codec.go:
+//	        8-byte big-endian timestamp -> encoded snapshot (a pkg/storage/chunk record:
 //	        version byte, tags, samples sorted by series, each value a
 //	        float64 or a zigzag varint when integral)
 //	bucket "rollup_1m", "rollup_1h"
@@ -69,10 +69,15 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/monitorhq/monitor/pkg/storage"
+	"github.com/monitorhq/monitor/pkg/storage/chunk"
 )
 
 // FileName is the database file inside the data directory.
 const FileName = "monitor.db"
+
+// formatVersion is the file's layout version; snapshot values are
+// pkg/storage/chunk records (chunk.AppendRecord) of the same version.
+const formatVersion = chunk.RecordVersion
 
 // Defaults.
 const (
@@ -257,14 +262,12 @@ func (s *Store) WriteSnapshots(ctx context.Context, snaps []storage.Snapshot) er
 	arena := make([]byte, 0, size)
 	keys := make([][]byte, len(snaps))
 	vals := make([][]byte, len(snaps))
-	var order []int
 	for i := range snaps {
 		start := len(arena)
 		arena = tsKey(arena, snaps[i].Timestamp)
 		keys[i] = arena[start:len(arena):len(arena)]
 		start = len(arena)
-		order = sampleOrder(snaps[i].Samples, order)
-		arena = appendSnapshot(arena, &snaps[i], order)
+		arena = chunk.AppendRecord(arena, &snaps[i])
 		vals[i] = arena[start:len(arena):len(arena)]
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -314,7 +317,7 @@ func (s *Store) Range(ctx context.Context, q storage.RangeQuery) ([]storage.Snap
 		if b == nil {
 			return nil
 		}
-		d := newDecoder()
+		d := chunk.NewDecoder()
 		c := b.Cursor()
 		n := 0
 		for k, v := c.Seek(tsKey(nil, from)); k != nil; k, v = c.Next() {
@@ -328,7 +331,7 @@ func (s *Store) Range(ctx context.Context, q storage.RangeQuery) ([]storage.Snap
 				}
 			}
 			snap := storage.Snapshot{HostID: q.HostID, Timestamp: ts}
-			if err := d.decode(v, q.Match, &snap); err != nil {
+			if err := d.DecodeRecord(v, q.Match, &snap); err != nil {
 				return fmt.Errorf("snapshot %d: %w", ts, err)
 			}
 			if q.Match != nil && len(snap.Samples) == 0 {
@@ -365,7 +368,7 @@ func (s *Store) Latest(ctx context.Context, hostID string) (storage.Snapshot, bo
 			return nil
 		}
 		snap = storage.Snapshot{HostID: hostID, Timestamp: keyTS(k)}
-		if err := newDecoder().decode(v, nil, &snap); err != nil {
+		if err := chunk.NewDecoder().DecodeRecord(v, nil, &snap); err != nil {
 			return fmt.Errorf("snapshot %d: %w", snap.Timestamp, err)
 		}
 		ok = true

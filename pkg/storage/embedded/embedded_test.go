@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/monitorhq/monitor/pkg/storage"
+	"github.com/monitorhq/monitor/pkg/storage/chunk"
 	"github.com/monitorhq/monitor/pkg/storage/storagetest"
 )
 
@@ -129,7 +130,7 @@ func rawUpdate(t *testing.T, dir string, fn func(tx *bolt.Tx) error) {
 func TestCorruptedValue(t *testing.T) {
 	now := time.Now().Unix()
 	good := storage.Snapshot{HostID: "h", Timestamp: now, Samples: []storage.Sample{{Series: "v", Value: 1.5, Unit: "u"}}}
-	encoded := appendSnapshot(nil, &good, nil)
+	encoded := chunk.AppendRecord(nil, &good)
 	for _, tc := range []struct {
 		name string
 		val  []byte
@@ -157,10 +158,10 @@ func TestCorruptedValue(t *testing.T) {
 			s = openT(t, dir, Options{})
 			defer s.Close()
 			_, err := s.Range(ctx, storage.RangeQuery{HostID: "h", From: 0, To: now})
-			if !errors.Is(err, errCorrupt) || !strings.Contains(err.Error(), fmt.Sprint(now)) {
+			if !errors.Is(err, chunk.ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprint(now)) {
 				t.Fatalf("Range over a corrupt value = %v, want a corrupt-value error naming %d", err, now)
 			}
-			if _, _, err := s.Latest(ctx, "h"); !errors.Is(err, errCorrupt) {
+			if _, _, err := s.Latest(ctx, "h"); !errors.Is(err, chunk.ErrCorrupt) {
 				t.Fatalf("Latest over a corrupt value = %v", err)
 			}
 			if hs, err := s.Hosts(ctx); err != nil || len(hs) != 1 {
@@ -256,9 +257,9 @@ func TestCodecRoundTrip(t *testing.T) {
 	for i, v := range values {
 		s.Samples = append(s.Samples, storage.Sample{Series: fmt.Sprintf("s%02d", i), Value: v, Unit: "°"})
 	}
-	enc := appendSnapshot(nil, &s, nil)
+	enc := chunk.AppendRecord(nil, &s)
 	var got storage.Snapshot
-	if err := newDecoder().decode(enc, nil, &got); err != nil {
+	if err := chunk.NewDecoder().DecodeRecord(enc, nil, &got); err != nil {
 		t.Fatal(err)
 	}
 	if len(got.Samples) != len(values) || len(got.Tags) != 2 || got.Tags["b"] != "x y" {
@@ -271,22 +272,22 @@ func TestCodecRoundTrip(t *testing.T) {
 	}
 	// Integral values take the short form.
 	small := storage.Snapshot{Samples: []storage.Sample{{Series: "v", Value: 3}}}
-	if n := len(appendSnapshot(nil, &small, nil)); n != 8 {
+	if n := len(chunk.AppendRecord(nil, &small)); n != 8 {
 		t.Errorf("one small integer sample encodes to %d bytes, want 8", n)
 	}
 }
 
 func TestSampleOrder(t *testing.T) {
 	in := []storage.Sample{{Series: "b", Value: 1}, {Series: "a", Value: 2}, {Series: "b", Value: 3}, {Series: "c", Value: 4}, {Series: "a", Value: 5}}
-	order := sampleOrder(in, nil)
+	order := chunk.SampleOrder(in, nil)
 	var got []string
 	for _, i := range order {
 		got = append(got, fmt.Sprintf("%s=%v", in[i].Series, in[i].Value))
 	}
 	if fmt.Sprint(got) != "[a=5 b=3 c=4]" {
-		t.Fatalf("sampleOrder = %v", got)
+		t.Fatalf("SampleOrder = %v", got)
 	}
-	if sampleOrder([]storage.Sample{{Series: "a"}, {Series: "b"}}, nil) != nil {
+	if chunk.SampleOrder([]storage.Sample{{Series: "a"}, {Series: "b"}}, nil) != nil {
 		t.Fatal("sorted input was reordered")
 	}
 }
@@ -297,19 +298,19 @@ func FuzzDecode(f *testing.F) {
 	s := storage.Snapshot{Tags: map[string]string{"env": "prod"}, Samples: []storage.Sample{
 		{Series: "cpu", Value: 12.5, Unit: "%"}, {Series: "n{a=b}", Value: 42},
 	}}
-	f.Add(appendSnapshot(nil, &s, nil))
+	f.Add(chunk.AppendRecord(nil, &s))
 	f.Add([]byte{formatVersion, 0, 0})
 	f.Add([]byte{formatVersion, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var a storage.Snapshot
-		if err := newDecoder().decode(data, nil, &a); err != nil {
-			if !errors.Is(err, errCorrupt) {
-				t.Fatalf("error %v is not errCorrupt", err)
+		if err := chunk.NewDecoder().DecodeRecord(data, nil, &a); err != nil {
+			if !errors.Is(err, chunk.ErrCorrupt) {
+				t.Fatalf("error %v is not chunk.ErrCorrupt", err)
 			}
 			return
 		}
 		var b storage.Snapshot
-		if err := newDecoder().decode(appendSnapshot(nil, &a, nil), nil, &b); err != nil {
+		if err := chunk.NewDecoder().DecodeRecord(chunk.AppendRecord(nil, &a), nil, &b); err != nil {
 			t.Fatalf("re-encoded value does not decode: %v", err)
 		}
 		if len(a.Samples) != len(b.Samples) || len(a.Tags) != len(b.Tags) {

@@ -9,6 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/monitorhq/monitor/pkg/storage"
+	"github.com/monitorhq/monitor/pkg/storage/chunk"
 )
 
 // Rollup buckets (the package comment has the whole layout):
@@ -91,7 +92,7 @@ func (s *Store) rollUp(tx *bolt.Tx, snaps []storage.Snapshot) error {
 			continue // counted before
 		}
 		bits[bit/8] |= 1 << (bit % 8)
-		order = sampleOrder(sn.Samples, order)
+		order = chunk.SampleOrder(sn.Samples, order)
 		for _, res := range storage.RollupResolutions() {
 			k := rollupKey{sn.HostID, res, res.BucketStart(sn.Timestamp)}
 			m := acc[k]
