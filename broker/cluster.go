@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
 	"slices"
@@ -228,16 +229,9 @@ func (c *cluster) reconcile(ctx context.Context) {
 		case <-changed:
 		case <-leadership:
 		case <-retry.C:
-		case <-migDoneOrNil(migDone):
+		case <-migDone: // nil (blocks) while no migrator runs
 		}
 	}
-}
-
-func migDoneOrNil(ch chan struct{}) <-chan struct{} {
-	if ch == nil {
-		return nil
-	}
-	return ch
 }
 
 // lead does the leader's chores: its own member record, the first storage
@@ -417,7 +411,7 @@ func (c *cluster) checkShard(ctx context.Context, sh *monitorpb.Shard) error {
 func (c *cluster) onRegister(h storage.Host, at time.Time) {
 	rec := &monitorpb.RegisteredHost{HostId: h.ID, Hostname: h.Hostname, Labels: h.Labels, LastRegistered: at.Unix()}
 	if old := c.node.FSM().Host(h.ID); old != nil && old.GetHostname() == rec.GetHostname() &&
-		mapsEqual(old.GetLabels(), rec.GetLabels()) && at.Unix()-old.GetLastRegistered() < int64(registryRefresh/time.Second) {
+		maps.Equal(old.GetLabels(), rec.GetLabels()) && at.Unix()-old.GetLastRegistered() < int64(registryRefresh/time.Second) {
 		return
 	}
 	select {
@@ -425,18 +419,6 @@ func (c *cluster) onRegister(h storage.Host, at time.Time) {
 	default:
 		c.regDropped.Add(1)
 	}
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // registry writes queued registrations through Raft (forwarded to the

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,7 +93,7 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descSubDrops, s.SubscriberDrops)
 	q := s.Queue
 	for i, d := range q.LaneDepth {
-		gauge(descQueueDepth, float64(d), laneName(i))
+		gauge(descQueueDepth, float64(d), strconv.Itoa(i))
 	}
 	gauge(descQueueInFlight, float64(q.InFlight))
 	gauge(descQueueCapacity, float64(q.Capacity))
@@ -129,14 +130,6 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRegDropped, cl.regDropped.Load())
 	counter(descRegFailures, cl.regFailures.Load())
 	gauge(descRegisteredHosts, float64(cl.node.FSM().HostCount()))
-}
-
-func laneName(i int) string {
-	const digits = "0123456789"
-	if i < 10 {
-		return digits[i : i+1]
-	}
-	return laneName(i/10) + digits[i%10:i%10+1]
 }
 
 func boolf(b bool) float64 {

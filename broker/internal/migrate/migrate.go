@@ -18,6 +18,7 @@
 package migrate
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -181,19 +182,7 @@ func (mg *Migrator) scan(ctx context.Context, from []string, to *hash.Ring) ([]m
 		}
 	}
 	slices.SortFunc(moves, func(a, b move) int {
-		if a.host != b.host {
-			if a.host < b.host {
-				return -1
-			}
-			return 1
-		}
-		if a.from < b.from {
-			return -1
-		}
-		if a.from > b.from {
-			return 1
-		}
-		return 0
+		return cmp.Or(cmp.Compare(a.host, b.host), cmp.Compare(a.from, b.from))
 	})
 	return moves, scanned, nil
 }
