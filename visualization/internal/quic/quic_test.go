@@ -32,14 +32,14 @@ type fixture struct {
 
 // start serves a hub on 127.0.0.1:0 until the test ends. Tokens: goodToken
 // for an hour; "expiring" for 300 ms; anything else is refused.
-func start(t *testing.T) *fixture {
+func start(t *testing.T, tune ...func(*Options)) *fixture {
 	t.Helper()
 	certs, err := pq.NewSelfSigned(pq.SelfSignedOptions{Validity: 24 * time.Hour, RotateBefore: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hub := push.New(push.Options{QueueSize: 64})
-	srv, err := New(Options{
+	opts := Options{
 		Hub: hub, Addr: "127.0.0.1:0", Certs: certs, HTTPPort: func() string { return "8080" },
 		AllowedOrigins: []string{"dash.example.com"},
 		WriteTimeout:   5 * time.Second, ReadLimit: 16 << 10,
@@ -52,7 +52,11 @@ func start(t *testing.T) *fixture {
 			}
 			return Identity{}, errors.New("token is malformed")
 		},
-	})
+	}
+	for _, f := range tune {
+		f(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
