@@ -139,11 +139,17 @@ func New(cfg Config, logger *slog.Logger) (_ *Agent, err error) {
 	a.reg = prometheus.NewRegistry()
 	a.registerMetrics()
 	a.runner = collector.NewRunner(collectors(cfg), cfg.CollectorTimeout.D(), logger, a.observeCollect)
-	if a.up, err = uplink.New(a.uplinkConfig(), a.spool, a.hostInfo, logger); err != nil {
+	dial, err := cfg.dialOptions()
+	if err != nil {
+		return nil, fmt.Errorf("broker credentials: %w", err)
+	}
+	upCfg := a.uplinkConfig()
+	upCfg.DialOptions = dial
+	if a.up, err = uplink.New(upCfg, a.spool, a.hostInfo, logger); err != nil {
 		return nil, err
 	}
 	if cfg.FollowMembership {
-		opts := membership.Options{Retry: cfg.ReconnectMinBackoff.D(), Logger: logger}
+		opts := membership.Options{Retry: cfg.ReconnectMinBackoff.D(), Logger: logger, DialOptions: dial}
 		if a.members, err = membership.New(cfg.Brokers, opts); err != nil {
 			return nil, fmt.Errorf("follow broker membership: %w", err)
 		}

@@ -7,8 +7,12 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/monitorhq/monitor/pkg/config"
+	"github.com/monitorhq/monitor/pkg/grpcauth"
 	"github.com/monitorhq/monitor/pkg/storage"
+	"github.com/monitorhq/monitor/pkg/tlsconfig"
 )
 
 // Config is the agent's configuration; configs/agent.yaml documents every
@@ -39,6 +43,17 @@ type Config struct {
 	ReconnectMinBackoff config.Duration `yaml:"reconnect_min_backoff"`
 	ReconnectMaxBackoff config.Duration `yaml:"reconnect_max_backoff"`
 	ShutdownTimeout     config.Duration `yaml:"shutdown_timeout"`
+
+	// TLS is how the agent reaches the brokers (docs/configuration.md
+	// "TLS blocks"); with cert_file it presents a client certificate.
+	TLS tlsconfig.Config `yaml:"tls"`
+	// Token (or the file holding it, or env MONITOR_AGENT_TOKEN) proves the
+	// host id to brokers that require it (monitorctl agent-token). It is
+	// sent only over TLS, unless InsecureLoopbackToken allows clear text to
+	// loopback brokers.
+	Token                 string `yaml:"token"`
+	TokenFile             string `yaml:"token_file"`
+	InsecureLoopbackToken bool   `yaml:"insecure_loopback_token"`
 }
 
 // CollectorsConfig switches the collectors on and off (docs/metrics.md
@@ -172,7 +187,77 @@ func (c *Config) Validate() error {
 	if !c.Collectors.any() {
 		return config.Errorf("collectors", "every collector is off; turn at least one on")
 	}
+	return c.validateAuth()
+}
+
+// validateAuth checks tls, token and token_file.
+func (c *Config) validateAuth() error {
+	if err := c.TLS.Validate("tls"); err != nil {
+		return err
+	}
+	if c.TLS.ClientAuth != "" && c.TLS.ClientAuth != tlsconfig.ClientAuthNone {
+		return config.Errorf("tls.client_auth", "is a server key; the agent only dials (leave it empty)")
+	}
+	if c.Token != "" && c.TokenFile != "" {
+		return config.Errorf("token_file", "is set together with token; use one")
+	}
+	tok, err := c.token()
+	if err != nil {
+		return config.Errorf("token_file", "%v", err)
+	}
+	if tok == "" {
+		if c.InsecureLoopbackToken {
+			return config.Errorf("insecure_loopback_token", "is set but there is no token (token, token_file or MONITOR_AGENT_TOKEN)")
+		}
+		return nil
+	}
+	key := "token"
+	if c.TokenFile != "" {
+		key = "token_file"
+	}
+	host, err := grpcauth.TokenHost(tok)
+	if err != nil {
+		return config.Errorf(key, "is not an agent token (want v1.<host>.<signature>, from monitorctl agent-token)")
+	}
+	if host != c.HostID {
+		return config.Errorf(key, "is the token of host %q but host_id is %q; brokers would refuse every write", host, c.HostID)
+	}
+	if !c.TLS.Enabled {
+		if !c.InsecureLoopbackToken {
+			return config.Errorf("tls.enabled", "is false but a token is set; a token is sent only over TLS (or set insecure_loopback_token for brokers on this machine)")
+		}
+		for i, b := range c.Brokers {
+			if !grpcauth.IsLoopback(b) {
+				return config.Errorf(fmt.Sprintf("brokers[%d]", i), "%q is not a loopback address but tls is off; insecure_loopback_token sends the token in clear text only to this machine", b)
+			}
+		}
+	}
 	return nil
+}
+
+// token returns the agent token from token, token_file or
+// MONITOR_AGENT_TOKEN, in that order ("" when none).
+func (c *Config) token() (string, error) {
+	switch {
+	case c.Token != "":
+		return strings.TrimSpace(c.Token), nil
+	case c.TokenFile != "":
+		b, err := os.ReadFile(c.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("read the agent token: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return strings.TrimSpace(os.Getenv("MONITOR_AGENT_TOKEN")), nil
+}
+
+// dialOptions are the uplink's and the membership watcher's credentials.
+func (c *Config) dialOptions() ([]grpc.DialOption, error) {
+	tok, err := c.token()
+	if err != nil {
+		return nil, err
+	}
+	return grpcauth.Client{TLS: c.TLS, Token: tok, AllowInsecureLoopback: c.InsecureLoopbackToken}.DialOptions()
 }
 
 // BindFlags binds the command-line flags of DESIGN.md §4: -broker, -host-id

@@ -34,8 +34,11 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/monitorhq/monitor/broker/internal/authz"
+	"github.com/monitorhq/monitor/broker/internal/connlimit"
 	"github.com/monitorhq/monitor/broker/internal/ingest"
 	"github.com/monitorhq/monitor/broker/internal/service"
 	"github.com/monitorhq/monitor/pkg/queue"
@@ -53,6 +56,8 @@ type Broker struct {
 	svc      *service.Service
 	grpc     *grpc.Server
 	grpcLis  net.Listener
+	connLim  *connlimit.Listener // grpcLis with max_connections applied
+	authz    *authz.Authorizer
 	httpSrv  *http.Server
 	httpLis  net.Listener
 	cluster  *cluster
@@ -71,10 +76,26 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) 
 		return nil, err
 	}
 	b := &Broker{cfg: cfg, log: logger, store: store, shutdown: cfg.ShutdownTimeout.D()}
+	serverTLS, err := cfg.GRPCTLS.Server()
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("grpc_tls: %w", err)
+	}
 	b.grpcLis, err = net.Listen("tcp", cfg.GRPCListen)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("listen gRPC on %s: %w", cfg.GRPCListen, err)
+	}
+	b.connLim = connlimit.Wrap(b.grpcLis, cfg.MaxConnections, cfg.MaxConnectionsPerIP)
+	b.authz = authz.New(authz.Config{
+		AgentSecrets: cfg.Auth.AgentSecrets, RevokedHosts: cfg.Auth.RevokedHosts, CertIdentity: cfg.Auth.CertIdentity,
+		ClusterSecret: cfg.Cluster.Secret, AdminUser: cfg.Cluster.AdminUser, AdminPassword: cfg.Cluster.AdminPassword,
+	}, logger.With("component", "auth"))
+	switch {
+	case !b.authz.Enabled():
+		logger.Warn("agents are not authenticated and reads are open: set auth.agent_secrets (or MONITOR_AGENT_SECRETS) to require agent tokens (docs/security.md)")
+	case serverTLS == nil:
+		logger.Warn("auth is on but grpc_tls is off: tokens and the cluster secret cross the network in clear text; enable grpc_tls unless every client is on this machine")
 	}
 	b.cluster, err = startCluster(cfg, b.grpcLis.Addr().String(), store, logger)
 	if err != nil {
@@ -110,11 +131,18 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) 
 		Query:             cfg.queryOptions(),
 	}, logger)
 
-	b.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
+		grpc.ChainUnaryInterceptor(b.authz.Unary()),
+		grpc.ChainStreamInterceptor(b.authz.Stream()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
+	}
+	if serverTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(serverTLS)))
+	}
+	b.grpc = grpc.NewServer(opts...)
 	monitorpb.RegisterMonitorServiceServer(b.grpc, b.svc)
 	monitorpb.RegisterClusterServiceServer(b.grpc, b.cluster.srv)
 
@@ -163,10 +191,12 @@ func (b *Broker) Stats() service.Stats { return b.svc.Stats() }
 
 // Run serves until ctx ends, then shuts down in the documented order.
 func (b *Broker) Run(ctx context.Context) error {
-	b.log.Info("broker serving", "node", b.cfg.NodeID, "grpc", b.GRPCAddr(), "http", b.HTTPAddr(), "storage", b.cfg.Storage.Backend)
+	b.log.Info("broker serving", "node", b.cfg.NodeID, "grpc", b.GRPCAddr(), "grpc_tls", b.cfg.GRPCTLS.Enabled,
+		"client_auth", b.cfg.GRPCTLS.ClientAuth, "agent_auth", b.authz.Enabled(), "raft_tls", b.cfg.Raft.TLS,
+		"http", b.HTTPAddr(), "storage", b.cfg.Storage.Backend)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := b.grpc.Serve(b.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := b.grpc.Serve(b.connLim); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("serve gRPC: %w", err)
 		}
 		return nil

@@ -15,6 +15,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,12 +30,15 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/monitorhq/monitor/broker/internal/control"
 	"github.com/monitorhq/monitor/broker/internal/migrate"
+	"github.com/monitorhq/monitor/pkg/grpcauth"
 	"github.com/monitorhq/monitor/pkg/storage"
 	"github.com/monitorhq/monitor/pkg/storage/redisstore"
+	"github.com/monitorhq/monitor/pkg/tlsconfig"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
@@ -65,6 +69,8 @@ type cluster struct {
 	regFailures atomic.Uint64
 
 	topoKey string // the topology last given to the store
+
+	dial []grpc.DialOption // to other brokers' gRPC (grpc_tls's client side)
 }
 
 // startCluster starts this broker's Raft member.
@@ -93,6 +99,21 @@ func startCluster(cfg Config, grpcAddr string, store storage.Store, logger *slog
 	if err != nil {
 		return nil, fmt.Errorf("raft.listen %q: %w", cfg.Raft.Listen, err)
 	}
+	var raftServer, raftClient *tls.Config
+	if cfg.Raft.TLS {
+		srv := cfg.GRPCTLS
+		srv.ClientAuth = tlsconfig.ClientAuthRequire
+		if raftServer, err = srv.Server(); err != nil {
+			return nil, fmt.Errorf("raft.tls: %w", err)
+		}
+		if raftClient, err = cfg.brokerClientTLS().Client(); err != nil {
+			return nil, fmt.Errorf("raft.tls: %w", err)
+		}
+	}
+	c.dial, err = grpcauth.Client{TLS: cfg.brokerClientTLS()}.DialOptions()
+	if err != nil {
+		return nil, fmt.Errorf("grpc_tls (dialing other brokers): %w", err)
+	}
 	node, err := control.Start(control.NodeConfig{
 		ID: cfg.NodeID, BindAddr: cfg.Raft.Listen, Advertise: raftAdv, AdvertiseHost: advertiseHost(host),
 		DataDir:           filepath.Join(cfg.DataDir, "raft"),
@@ -104,6 +125,8 @@ func startCluster(cfg Config, grpcAddr string, store storage.Store, logger *slog
 		Bootstrap:         len(cfg.Raft.Join) == 0,
 		RaftLog:           slogWriter{c.log},
 		ObserveApply:      func(d time.Duration) { c.applyLatency.Observe(d.Seconds()) },
+		ServerTLS:         raftServer,
+		ClientTLS:         raftClient,
 	}, c.log)
 	if err != nil {
 		return nil, err
@@ -112,7 +135,7 @@ func startCluster(cfg Config, grpcAddr string, store storage.Store, logger *slog
 	c.self = &monitorpb.Member{Id: cfg.NodeID, GrpcAddr: grpcAdv, RaftAddr: node.Addr()}
 	c.srv = control.NewServer(node, c.self, control.Credentials{
 		Secret: cfg.Cluster.Secret, AdminUser: cfg.Cluster.AdminUser, AdminPassword: cfg.Cluster.AdminPassword,
-	}, control.ServerOptions{VirtualNodes: cfg.Hash.VirtualNodes, CheckShard: c.checkShard}, c.log)
+	}, control.ServerOptions{VirtualNodes: cfg.Hash.VirtualNodes, CheckShard: c.checkShard, DialOptions: c.dial}, c.log)
 	return c, nil
 }
 
@@ -145,7 +168,7 @@ func (c *cluster) join(ctx context.Context) {
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		addr := c.cfg.Raft.Join[attempt%len(c.cfg.Raft.Join)]
 		jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := control.JoinCluster(jctx, addr, c.self, c.cfg.Cluster.Secret)
+		err := control.JoinCluster(jctx, addr, c.self, c.cfg.Cluster.Secret, c.dial...)
 		cancel()
 		if err == nil {
 			c.log.Info("joined the cluster", "via", addr, "id", c.self.GetId())

@@ -6,11 +6,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/monitorhq/monitor/broker/internal/authz"
 	"github.com/monitorhq/monitor/broker/internal/service"
 	"github.com/monitorhq/monitor/pkg/config"
+	"github.com/monitorhq/monitor/pkg/grpcauth"
 	"github.com/monitorhq/monitor/pkg/storage"
 	"github.com/monitorhq/monitor/pkg/storage/embedded"
 	"github.com/monitorhq/monitor/pkg/storage/redisstore"
+	"github.com/monitorhq/monitor/pkg/tlsconfig"
 )
 
 // Config is the broker's configuration; configs/broker.yaml documents every
@@ -30,8 +33,42 @@ type Config struct {
 	Raft    RaftConfig    `yaml:"raft"`
 	Cluster ClusterConfig `yaml:"cluster"`
 
-	MaxRecvMsgBytes int             `yaml:"max_recv_msg_bytes"`
-	ShutdownTimeout config.Duration `yaml:"shutdown_timeout"`
+	// GRPCTLS is the gRPC listener's TLS (docs/configuration.md "TLS
+	// blocks"); the brokers also use its certificate and ca_file when they
+	// dial each other (Join, Forward) and, with raft.tls, for Raft.
+	GRPCTLS tlsconfig.Config `yaml:"grpc_tls"`
+	Auth    AuthConfig       `yaml:"auth"`
+
+	MaxRecvMsgBytes int `yaml:"max_recv_msg_bytes"`
+	// MaxConcurrentStreams bounds the streams of one gRPC connection (a
+	// load generator multiplexes up to 1000 hosts on one).
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
+	// MaxConnections and MaxConnectionsPerIP bound the gRPC listener's open
+	// connections (0: no limit); past them a new connection is closed at
+	// once and counted.
+	MaxConnections      int             `yaml:"max_connections"`
+	MaxConnectionsPerIP int             `yaml:"max_connections_per_ip"`
+	ShutdownTimeout     config.Duration `yaml:"shutdown_timeout"`
+}
+
+// AuthConfig is who may call the broker (docs/security.md "Agent
+// identity"). With no agent secret and cert_identity none, agents are not
+// authenticated and reads are open (a warning is logged at start).
+type AuthConfig struct {
+	// AgentSecrets sign agent tokens (pkg/grpcauth); any listed one is
+	// accepted, so a secret is rotated by adding the new one first. Env
+	// MONITOR_AGENT_SECRETS (comma-separated) overrides. Never logged.
+	AgentSecrets []string `yaml:"agent_secrets"`
+	// CertIdentity lets a verified client certificate name the agent's host
+	// instead of a token: none, uri (URI SAN monitor://host/<id>) or cn.
+	CertIdentity string `yaml:"cert_identity"`
+	// RevokedHosts are refused even with a valid token or certificate.
+	RevokedHosts []string `yaml:"revoked_hosts"`
+}
+
+// enabled reports whether agents must authenticate.
+func (a AuthConfig) enabled() bool {
+	return len(a.AgentSecrets) > 0 || (a.CertIdentity != "" && a.CertIdentity != authz.CertIdentityNone)
 }
 
 // StorageConfig selects and configures the storage backend.
@@ -149,6 +186,9 @@ type RaftConfig struct {
 	SnapshotThreshold int             `yaml:"snapshot_threshold"`
 	SnapshotInterval  config.Duration `yaml:"snapshot_interval"`
 	TrailingLogs      int             `yaml:"trailing_logs"`
+	// TLS wraps Raft's TCP connections in mutual TLS with grpc_tls's
+	// certificate, verified against grpc_tls.ca_file both ways.
+	TLS bool `yaml:"tls"`
 }
 
 // ClusterConfig holds the cluster API's credentials. The secret is shared
@@ -215,9 +255,12 @@ func DefaultConfig() Config {
 			SnapshotInterval:  config.Duration(2 * time.Minute),
 			TrailingLogs:      10240,
 		},
-		Cluster:         ClusterConfig{AdminUser: "admin"},
-		MaxRecvMsgBytes: 4 << 20,
-		ShutdownTimeout: config.Duration(10 * time.Second),
+		Cluster:              ClusterConfig{AdminUser: "admin"},
+		Auth:                 AuthConfig{CertIdentity: authz.CertIdentityNone},
+		MaxRecvMsgBytes:      4 << 20,
+		MaxConcurrentStreams: 4096,
+		MaxConnections:       20000,
+		ShutdownTimeout:      config.Duration(10 * time.Second),
 	}
 }
 
@@ -262,6 +305,11 @@ func (c *Config) Validate() error {
 		config.DurationIn("raft.heartbeat_timeout", c.Raft.HeartbeatTimeout, 10*time.Millisecond, time.Minute),
 		config.DurationIn("raft.election_timeout", c.Raft.ElectionTimeout, 10*time.Millisecond, time.Minute),
 		config.IntIn("max_recv_msg_bytes", c.MaxRecvMsgBytes, 64<<10, 256<<20),
+		config.IntIn("max_concurrent_streams", c.MaxConcurrentStreams, 1, 1<<20),
+		config.IntIn("max_connections", c.MaxConnections, 0, 1<<24),
+		config.IntIn("max_connections_per_ip", c.MaxConnectionsPerIP, 0, 1<<24),
+		c.GRPCTLS.ValidateServer("grpc_tls"),
+		c.validateAuth(),
 		config.DurationIn("shutdown_timeout", c.ShutdownTimeout, 100*time.Millisecond, 10*time.Minute),
 	}
 	for _, err := range checks {
@@ -330,6 +378,47 @@ func (c *Config) Validate() error {
 		return config.Errorf("storage.backend", "%q is not a backend; allowed: embedded, redis", c.Storage.Backend)
 	}
 	return nil
+}
+
+// validateAuth checks auth.* and raft.tls against grpc_tls.
+func (c *Config) validateAuth() error {
+	a := c.Auth
+	for i, s := range a.AgentSecrets {
+		if len(s) < grpcauth.MinSecretLen {
+			return config.Errorf(fmt.Sprintf("auth.agent_secrets[%d]", i), "is %d characters; use at least %d (e.g. openssl rand -hex 24)", len(s), grpcauth.MinSecretLen)
+		}
+	}
+	switch a.CertIdentity {
+	case "", authz.CertIdentityNone:
+	case authz.CertIdentityURI, authz.CertIdentityCN:
+		if !c.GRPCTLS.Enabled || (c.GRPCTLS.ClientAuth != tlsconfig.ClientAuthRequest && c.GRPCTLS.ClientAuth != tlsconfig.ClientAuthRequire) {
+			return config.Errorf("auth.cert_identity", "is %q but grpc_tls does not verify client certificates; set grpc_tls.enabled and grpc_tls.client_auth request or require", a.CertIdentity)
+		}
+	default:
+		return config.Errorf("auth.cert_identity", "%q is not a mode; allowed none, uri, cn", a.CertIdentity)
+	}
+	for i, h := range a.RevokedHosts {
+		if err := storage.ValidateHostID(h); err != nil {
+			return config.Errorf(fmt.Sprintf("auth.revoked_hosts[%d]", i), "%v", err)
+		}
+	}
+	if a.enabled() && c.Cluster.Secret == "" && c.Cluster.AdminPassword == "" {
+		return config.Errorf("cluster.secret", "is empty (and so is cluster.admin_password) but auth is on: reads need the cluster secret, so nobody could read; set it (or MONITOR_CLUSTER_SECRET)")
+	}
+	if c.Raft.TLS {
+		if !c.GRPCTLS.Enabled || c.GRPCTLS.CAFile == "" {
+			return config.Errorf("raft.tls", "needs grpc_tls.enabled with cert_file, key_file and ca_file: Raft uses that certificate both ways, verified against ca_file")
+		}
+	}
+	return nil
+}
+
+// brokerClientTLS is how this broker dials other brokers' gRPC: trusting
+// grpc_tls.ca_file (system roots when empty) and presenting its own
+// certificate (for brokers that require client certificates).
+func (c *Config) brokerClientTLS() tlsconfig.Config {
+	g := c.GRPCTLS
+	return tlsconfig.Config{Enabled: g.Enabled, CertFile: g.CertFile, KeyFile: g.KeyFile, CAFile: g.CAFile}
 }
 
 // SetStorageSpec applies the -storage flag: "embedded", or a comma-separated
@@ -498,14 +587,17 @@ func (c *Config) BindFlags(f *config.Flags) {
 }
 
 // ApplyEnv takes the cluster's credentials from the environment when set:
-// MONITOR_CLUSTER_SECRET and MONITOR_ADMIN_PASSWORD (so they need not be
-// written in the YAML).
+// MONITOR_CLUSTER_SECRET, MONITOR_ADMIN_PASSWORD and MONITOR_AGENT_SECRETS
+// (comma-separated) (so they need not be written in the YAML).
 func (c *Config) ApplyEnv() {
 	if v := config.Env("MONITOR_CLUSTER_SECRET"); v != "" {
 		c.Cluster.Secret = v
 	}
 	if v := config.Env("MONITOR_ADMIN_PASSWORD"); v != "" {
 		c.Cluster.AdminPassword = v
+	}
+	if v := config.Env("MONITOR_AGENT_SECRETS"); v != "" {
+		c.Auth.AgentSecrets = config.SplitList(v)
 	}
 }
 

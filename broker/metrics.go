@@ -58,6 +58,9 @@ var (
 	descRegDropped      = bdesc("registry_dropped_total", "Host registrations not written to the cluster registry because its queue was full (the storage has them).")
 	descRegFailures     = bdesc("registry_failures_total", "Host registrations the cluster registry refused or could not take.")
 	descRegisteredHosts = bdesc("registered_hosts", "Hosts in the cluster registry.")
+	descAuthFailures    = bdesc("auth_failures_total", "gRPC calls refused by authentication or authorization, by reason (docs/security.md).", "reason")
+	descConnsOpen       = bdesc("grpc_connections", "Open connections on the gRPC listener.")
+	descConnsRefused    = bdesc("grpc_connections_refused_total", "Connections to the gRPC listener closed at once because a limit was reached, by reason (max_connections, max_connections_per_ip).", "reason")
 )
 
 type brokerCollector struct{ b *Broker }
@@ -67,7 +70,8 @@ func (brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 		descQueueFull, descFlowControl, descSeriesCapped, descIgnored, descStreams, descSubDrops, descQueueDepth, descQueueInFlight,
 		descQueueCapacity, descQueueFlushes, descQueueRefused, descFlushSize, descWriteLatency, descRaftState, descRaftTerm,
 		descRaftCommit, descRaftApplied, descRaftMembers, descRaftLeader, descRingVersion, descMigRunning, descMigTotal,
-		descMigMoved, descMigKeys, descRegWritten, descRegDropped, descRegFailures, descRegisteredHosts} {
+		descMigMoved, descMigKeys, descRegWritten, descRegDropped, descRegFailures, descRegisteredHosts,
+		descAuthFailures, descConnsOpen, descConnsRefused} {
 		ch <- d
 	}
 }
@@ -130,6 +134,14 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRegDropped, cl.regDropped.Load())
 	counter(descRegFailures, cl.regFailures.Load())
 	gauge(descRegisteredHosts, float64(cl.node.FSM().HostCount()))
+
+	for r, n := range c.b.authz.Failures() {
+		counter(descAuthFailures, n, r)
+	}
+	gauge(descConnsOpen, float64(c.b.connLim.Open()))
+	for r, n := range c.b.connLim.Refused() {
+		counter(descConnsRefused, n, r)
+	}
 }
 
 func boolf(b bool) float64 {

@@ -21,8 +21,15 @@
 //	watch [-addr HOST:8081] [-n N] [-host H] [-metric PREFIX] [-token T]
 //	                       live samples as JSON lines over the visualization
 //	                       server's native QUIC protocol (watch.go)
+//	agent-token -host ID [-secret-file F]
+//	                       print the agent token of host ID under the agent
+//	                       secret in F or MONITOR_AGENT_SECRET (no broker
+//	                       needed; docs/security.md)
 //
 // Credentials come from -user/-password or MONITOR_USER/MONITOR_PASSWORD.
+// With -tls (or any -tls-* flag) the broker is dialed over TLS: -tls-ca
+// names the roots (default: system), -tls-cert/-tls-key a client
+// certificate for brokers that require one.
 package main
 
 import (
@@ -38,12 +45,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"encoding/base64"
 
+	"github.com/monitorhq/monitor/pkg/grpcauth"
+	"github.com/monitorhq/monitor/pkg/tlsconfig"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
@@ -59,8 +67,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	user := fs.String("user", envOr("MONITOR_USER", "admin"), "admin user (env MONITOR_USER)")
 	password := fs.String("password", os.Getenv("MONITOR_PASSWORD"), "admin password (env MONITOR_PASSWORD)")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline of the command")
+	var tc tlsconfig.Config
+	fs.BoolVar(&tc.Enabled, "tls", false, "dial the broker over TLS")
+	fs.StringVar(&tc.CAFile, "tls-ca", "", "PEM roots of the broker's certificate (implies -tls; default system roots)")
+	fs.StringVar(&tc.CertFile, "tls-cert", "", "client certificate, PEM (implies -tls)")
+	fs.StringVar(&tc.KeyFile, "tls-key", "", "client certificate's key, PEM")
+	fs.StringVar(&tc.ServerName, "tls-server-name", "", "name to verify in the broker's certificate (default: the host dialed)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: monitorctl [-broker ADDR] [-json] [-user U -password P] status | add-broker ID GRPC RAFT | remove-broker ID | shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls] | shard remove ID | wait-migration | top [-shm NAME] [-metric M] [-k N] | watch [-addr HOST:8081] [-n N] [-host H] [-metric PREFIX] [-token T]")
+		fmt.Fprintln(stderr, "usage: monitorctl [-broker ADDR] [-json] [-user U -password P] status | add-broker ID GRPC RAFT | remove-broker ID | shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls] | shard remove ID | wait-migration | top [-shm NAME] [-metric M] [-k N] | watch [-addr HOST:8081] [-n N] [-host H] [-metric PREFIX] [-token T] | agent-token -host ID [-secret-file F]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -70,7 +84,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	conn, err := grpc.NewClient(*broker, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if fs.Arg(0) == "agent-token" {
+		return agentTokenCmd(fs.Args()[1:], stdout, stderr)
+	}
+	tc.Enabled = tc.Enabled || tc.CAFile != "" || tc.CertFile != "" || tc.ServerName != ""
+	if err := tc.Validate("-tls"); err != nil {
+		fmt.Fprintln(stderr, "monitorctl:", err)
+		return 2
+	}
+	dial, err := grpcauth.Client{TLS: tc}.DialOptions()
+	if err != nil {
+		fmt.Fprintln(stderr, "monitorctl:", err)
+		return 1
+	}
+	conn, err := grpc.NewClient(*broker, dial...)
 	if err != nil {
 		fmt.Fprintln(stderr, "monitorctl:", err)
 		return 1
@@ -84,7 +111,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var st *monitorpb.StatusResponse
 	switch cmd := fs.Arg(0); cmd {
 	case "status":
-		st, err = c.Status(ctx, &monitorpb.StatusRequest{})
+		st, err = c.Status(readerAuth(ctx, admin, *password), &monitorpb.StatusRequest{})
 	case "add-broker":
 		if fs.NArg() != 4 {
 			fmt.Fprintln(stderr, "monitorctl: add-broker needs ID GRPC_ADDR RAFT_ADDR")
@@ -105,7 +132,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	case "wait-migration":
-		st, err = waitMigration(ctx, c, stderr)
+		st, err = waitMigration(readerAuth(ctx, admin, *password), c, stderr)
 	case "watch":
 		return watchCmd(fs.Args()[1:], *user, *password, stdout, stderr)
 	case "top":
@@ -244,6 +271,55 @@ func waitMigration(ctx context.Context, c monitorpb.ClusterServiceClient, stderr
 			fmt.Fprintf(stderr, "ring %d: %d/%d hosts moved\n", m.GetRingVersion(), m.GetHostsMoved(), m.GetHostsTotal())
 		}
 	}
+}
+
+// readerAuth is the credential of read-only cluster calls (Status, Watch),
+// which a broker with agent authentication asks for: the admin's when a
+// password is given, else the cluster secret from MONITOR_CLUSTER_SECRET,
+// else none (brokers without authentication).
+func readerAuth(ctx, admin context.Context, password string) context.Context {
+	if password != "" {
+		return admin
+	}
+	if s := os.Getenv("MONITOR_CLUSTER_SECRET"); s != "" {
+		return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+s)
+	}
+	return ctx
+}
+
+// agentTokenCmd prints an agent token (pkg/grpcauth) for -host.
+func agentTokenCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("agent-token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	host := fs.String("host", "", "the agent's host id (its host_id)")
+	secretFile := fs.String("secret-file", "", "file holding the agent secret (default: env MONITOR_AGENT_SECRET)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *host == "" || fs.NArg() != 0 {
+		fmt.Fprintln(stderr, "usage: monitorctl agent-token -host ID [-secret-file F]   (secret from F or MONITOR_AGENT_SECRET)")
+		return 2
+	}
+	secret := os.Getenv("MONITOR_AGENT_SECRET")
+	if *secretFile != "" {
+		b, err := os.ReadFile(*secretFile)
+		if err != nil {
+			fmt.Fprintln(stderr, "monitorctl: read the agent secret:", err)
+			return 1
+		}
+		secret = strings.TrimSpace(string(b))
+	}
+	if secret == "" {
+		fmt.Fprintln(stderr, "monitorctl: agent-token needs the agent secret: -secret-file F or MONITOR_AGENT_SECRET (one of the brokers' auth.agent_secrets)")
+		return 2
+	}
+	tok, err := grpcauth.Mint([]byte(secret), *host)
+	if err != nil {
+		fmt.Fprintln(stderr, "monitorctl: agent-token:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, tok)
+	return 0
 }
 
 func orNone(s string) string {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
@@ -35,6 +36,7 @@ type batchOut struct {
 type host struct {
 	g      *Generator
 	id     string
+	token  string // Config.Token's credential for id ("" without)
 	index  int
 	conn   *conn
 	queued atomic.Bool // in conn.ready
@@ -104,6 +106,9 @@ func (h *host) receive(ctx context.Context, opened chan<- struct{}) {
 }
 
 func (h *host) open(ctx context.Context) (monitorpb.MonitorService_IngestClient, error) {
+	if h.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+h.token)
+	}
 	stream, err := h.conn.client.Ingest(ctx, grpc.ForceCodecV2(h.g.codec))
 	if err != nil {
 		return nil, err
@@ -228,6 +233,9 @@ func (h *host) generate(now time.Time) encSnap {
 	h.lastTS = ts
 	for j := range g.defs {
 		h.vals[j] = g.defs[j].next(h.vals[j], &h.r)
+	}
+	if g.cfg.Stamp {
+		h.vals[0] = float64(time.Now().UnixMicro()) / 1000 // send time, not the tick's
 	}
 	g.generated.Add(1)
 	return encSnap{b: g.enc.snapshot(make([]byte, 0, g.snapSize.Load()), h.id, ts, h.vals), ts: ts}

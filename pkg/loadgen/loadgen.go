@@ -60,12 +60,25 @@ type Config struct {
 	Backlog  int           // snapshots a host keeps unsent before dropping the oldest; default 1024
 	Drain    time.Duration // wait for outstanding acks after generating; default 10s
 	Prefix   string        // host ids are Prefix-00001 …; default "lg"
+	// Stamp sets the first metric's value (cpu.usage_percent) of every
+	// snapshot to the time it was generated, in Unix milliseconds, so a
+	// reader downstream (bench's end-to-end latency) can tell how long the
+	// sample took to reach it. The values are then not plausible percents.
+	Stamp bool
 
 	// OnAck, when set, is called for every acknowledged batch with its
 	// host and snapshot timestamps (from many goroutines at once).
 	OnAck func(hostID string, timestamps []int64)
 	// OnFlowControl, when set, is called for every FlowControl received.
 	OnFlowControl func(hostID string, fc *monitorpb.FlowControl)
+
+	// DialOptions carry the transport credentials (TLS to a broker with
+	// grpc_tls); default plaintext.
+	DialOptions []grpc.DialOption
+	// Token, when set, returns the credential a host's stream presents
+	// ("authorization: Bearer <token>"): its agent token for a broker with
+	// auth.agent_secrets (grpcauth.Mint), computed once per host.
+	Token func(hostID string) string
 }
 
 func (c Config) withDefaults() Config {
@@ -199,6 +212,9 @@ func New(cfg Config, logger *slog.Logger) (*Generator, error) {
 			return nil, fmt.Errorf("loadgen: prefix %q: %w", cfg.Prefix, err)
 		}
 		h := &host{g: g, id: id, index: i, r: rng(uint64(i)*0x9E3779B97F4A7C15 + 1), lastTS: g.tsStart - 1, nextSeq: 1}
+		if cfg.Token != nil {
+			h.token = cfg.Token(id)
+		}
 		h.vals = make([]float64, len(g.defs))
 		for j := range g.defs {
 			h.vals[j] = g.defs[j].initial(&h.r)
@@ -228,7 +244,11 @@ func (g *Generator) Run(ctx context.Context) (Result, error) {
 	defer cancelStreams()
 	for i := 0; i < g.cfg.Conns; i++ {
 		addr := g.cfg.Brokers[i%len(g.cfg.Brokers)]
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		dial := g.cfg.DialOptions
+		if len(dial) == 0 {
+			dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		}
+		cc, err := grpc.NewClient(addr, dial...)
 		if err != nil {
 			for _, c := range g.conns {
 				c.cc.Close()

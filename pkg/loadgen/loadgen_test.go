@@ -29,6 +29,7 @@ type fakeBroker struct {
 	monitorpb.UnimplementedMonitorServiceServer
 	mu     sync.Mutex
 	stored map[string]map[int64]int // host → timestamp → times stored
+	first  []float64                // the first metric's values, in arrival order
 	bad    []string
 }
 
@@ -70,6 +71,9 @@ func (f *fakeBroker) Ingest(stream monitorpb.MonitorService_IngestServer) error 
 				f.stored[s.GetHostId()] = map[int64]int{}
 			}
 			f.stored[s.GetHostId()][s.GetTimestamp()]++
+			if len(s.GetMetrics()) > 0 {
+				f.first = append(f.first, s.GetMetrics()[0].GetValue())
+			}
 			if len(s.GetMetrics()) != 50 {
 				f.bad = append(f.bad, "snapshot without 50 metrics")
 			}
@@ -340,4 +344,29 @@ func BenchmarkEncodeSnapshot(b *testing.B) {
 		buf = e.snapshot(buf[:0], "web-1", 1_800_000_000, vals)
 	}
 	b.SetBytes(int64(len(buf)))
+}
+
+// With Stamp the first metric carries the send time in Unix milliseconds.
+func TestStampCarriesSendTime(t *testing.T) {
+	f, addr := startFake(t)
+	before := float64(time.Now().UnixMicro()) / 1000
+	g, err := New(Config{Brokers: []string{addr}, Hosts: 3, Interval: 20 * time.Millisecond, Duration: 200 * time.Millisecond, Stamp: true}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := g.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := float64(time.Now().UnixMicro()) / 1000
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if res.Acked == 0 || len(f.first) == 0 {
+		t.Fatalf("nothing stored: %s", res)
+	}
+	for _, v := range f.first {
+		if v < before || v > after {
+			t.Fatalf("stamp %.3f outside the run [%.3f, %.3f]", v, before, after)
+		}
+	}
 }

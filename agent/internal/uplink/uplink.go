@@ -76,6 +76,9 @@ type Config struct {
 	// ObserveAck, when set, is called for every acknowledged batch with the
 	// time from its (last) send to the ack.
 	ObserveAck func(latency time.Duration)
+	// DialOptions carry the transport and per-RPC credentials (TLS, the
+	// agent token); default plaintext without credentials.
+	DialOptions []grpc.DialOption
 }
 
 // HostInfoFunc returns what Register reports about the host.
@@ -371,7 +374,11 @@ type inflight struct {
 // pref is the ring's choice when addr was picked: a membership change that
 // moves the ring's choice elsewhere hands the session over.
 func (u *Uplink) session(ctx, life context.Context, addr, pref string) (healthy bool, err error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dial := u.cfg.DialOptions
+	if len(dial) == 0 {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	conn, err := grpc.NewClient(addr, dial...)
 	if err != nil {
 		return false, fmt.Errorf("dial broker %s: %w", addr, err)
 	}

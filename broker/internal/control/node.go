@@ -5,6 +5,7 @@ package control
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -56,6 +57,11 @@ type NodeConfig struct {
 	// of a plain TCP dial (fault-injection tests route them through a
 	// proxy per link to partition a member).
 	Dial func(addr string, timeout time.Duration) (net.Conn, error)
+	// ServerTLS and ClientTLS, when both set, wrap every Raft connection in
+	// TLS: accepted ones with ServerTLS (which should require a client
+	// certificate, so only members speak Raft), dialed ones with ClientTLS
+	// (its ServerName, when empty, is the dialed host).
+	ServerTLS, ClientTLS *tls.Config
 }
 
 // Node is one member of the control-plane cluster.
@@ -157,7 +163,7 @@ func Start(cfg NodeConfig, logger *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("control: raft binds %s; set an advertise address other members can dial", cfg.BindAddr)
 	}
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &tcpLayer{l: l, adv: adv, dial: cfg.Dial},
+		Stream:  &tcpLayer{l: l, adv: adv, dial: cfg.Dial, serverTLS: cfg.ServerTLS, clientTLS: cfg.ClientTLS},
 		MaxPool: 3, Timeout: 5 * time.Second,
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "raft-net." + cfg.ID, Level: hclog.Warn, Output: out}),
 	})
@@ -422,10 +428,16 @@ func (n *Node) close() {
 // It tracks accepted connections and closes them on Close: raft's
 // NetworkTransport leaves inbound connection handlers blocked in Read until
 // the peer hangs up, which would outlive the node.
+//
+// With TLS configured every connection is TLS both ways: the handshake of an
+// accepted connection runs on raft's first read (bounded by the transport's
+// read deadline), that of a dialed one before Dial returns.
 type tcpLayer struct {
 	l    *net.TCPListener
 	adv  net.Addr
 	dial func(addr string, timeout time.Duration) (net.Conn, error) // nil: TCP
+
+	serverTLS, clientTLS *tls.Config // both nil: plain TCP
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -445,6 +457,9 @@ func (t *tcpLayer) Accept() (net.Conn, error) {
 	}
 	if t.conns == nil {
 		t.conns = map[net.Conn]struct{}{}
+	}
+	if t.serverTLS != nil {
+		c = tls.Server(c, t.serverTLS)
 	}
 	tc := &trackedConn{Conn: c, layer: t}
 	t.conns[tc] = struct{}{}
@@ -466,10 +481,39 @@ func (t *tcpLayer) Close() error {
 func (t *tcpLayer) Addr() net.Addr { return t.adv }
 
 func (t *tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	var (
+		c   net.Conn
+		err error
+	)
 	if t.dial != nil {
-		return t.dial(string(addr), timeout)
+		c, err = t.dial(string(addr), timeout)
+	} else {
+		c, err = net.DialTimeout("tcp", string(addr), timeout)
 	}
-	return net.DialTimeout("tcp", string(addr), timeout)
+	if err != nil || t.clientTLS == nil {
+		return c, err
+	}
+	cfg := t.clientTLS
+	if cfg.ServerName == "" {
+		host, _, herr := net.SplitHostPort(string(addr))
+		if herr != nil {
+			c.Close()
+			return nil, fmt.Errorf("raft TLS dial %s: %w", addr, herr)
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(c, cfg)
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("raft TLS handshake with %s: %w", addr, err)
+	}
+	return tc, nil
 }
 
 type trackedConn struct {

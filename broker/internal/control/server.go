@@ -46,6 +46,10 @@ type ServerOptions struct {
 	// WatchInterval is the least time between two statuses of a Watch
 	// stream (changes in between are coalesced); default 250 ms.
 	WatchInterval time.Duration
+	// DialOptions reach the other members' gRPC servers (forwarding to the
+	// leader); they must include the transport credentials (TLS when the
+	// brokers serve TLS). Default: plaintext.
+	DialOptions []grpc.DialOption
 }
 
 // Server is the ClusterService of one broker, over its Raft node.
@@ -80,6 +84,9 @@ func NewServer(node *Node, self *monitorpb.Member, creds Credentials, opts Serve
 	}
 	if opts.WatchInterval <= 0 {
 		opts.WatchInterval = 250 * time.Millisecond
+	}
+	if len(opts.DialOptions) == 0 {
+		opts.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
 	return &Server{node: node, self: self, creds: creds, opts: opts, log: logger, conns: map[string]*grpc.ClientConn{},
 		quit: make(chan struct{})}
@@ -165,7 +172,7 @@ func (s *Server) leaderClient() (monitorpb.ClusterServiceClient, error) {
 	c, ok := s.conns[addr]
 	if !ok {
 		var err error
-		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err = grpc.NewClient(addr, s.opts.DialOptions...)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "dial leader %s at %s: %v", id, addr, err)
 		}
@@ -332,9 +339,13 @@ func sameView(a, b *monitorpb.StatusResponse) bool {
 }
 
 // JoinCluster asks the member at addr (its gRPC address) to add self,
-// retrying while the cluster has no leader or addr is not up yet.
-func JoinCluster(ctx context.Context, addr string, self *monitorpb.Member, secret string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// retrying while the cluster has no leader or addr is not up yet. dial
+// holds the transport credentials (default plaintext).
+func JoinCluster(ctx context.Context, addr string, self *monitorpb.Member, secret string, dial ...grpc.DialOption) error {
+	if len(dial) == 0 {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	conn, err := grpc.NewClient(addr, dial...)
 	if err != nil {
 		return fmt.Errorf("join via %s: %w", addr, err)
 	}
