@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path"
 	"strings"
 	"time"
 
 	"github.com/monitorhq/monitor/pkg/config"
 	pq "github.com/monitorhq/monitor/pkg/quic"
+	"github.com/monitorhq/monitor/pkg/tlsconfig"
 	"github.com/monitorhq/monitor/visualization/internal/auth"
 )
 
@@ -19,9 +21,27 @@ import (
 type Config struct {
 	// HTTPListen is the HTTP address of the JSON API, the WebSocket and
 	// the pages. The default is loopback; any address is allowed (every
-	// API route needs a token), and New warns when it is not loopback,
-	// because the HTTP is plaintext: put a TLS proxy in front.
+	// API route needs a token), and Run warns when it is not loopback and
+	// TLS is off: passwords and tokens would cross the network in clear.
 	HTTPListen string `yaml:"http_listen"`
+	// TLS serves http_listen as HTTPS (and wss:); client_auth require
+	// makes it mTLS. Without quic.cert_file the QUIC channel uses the same
+	// certificate.
+	TLS tlsconfig.Config `yaml:"tls"`
+	// HSTSMaxAge is the max-age of the Strict-Transport-Security header
+	// sent with every HTTPS response; 0 sends none.
+	HSTSMaxAge config.Duration `yaml:"hsts_max_age"`
+	// TrustedProxies are the reverse proxies (IPs or CIDR prefixes) whose
+	// X-Forwarded-For is believed: the login limits key on the client it
+	// names, and their connections do not count against
+	// max_connections_per_ip. Empty: the header is ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// MaxConnections caps the open HTTP connections (WebSockets
+	// included); more are closed at once.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP caps the open HTTP connections of one client
+	// address (trusted proxies excepted); 0: no per-address cap.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	// MetricsListen is the HTTP address of /metrics (Prometheus text),
 	// /healthz (liveness) and /readyz (metrics.go), apart from the API
 	// port: scrapers carry no JWT, so these routes are open and belong on
@@ -33,6 +53,10 @@ type Config struct {
 	QUICListen string `yaml:"quic_listen"`
 	// QUIC configures the channel's certificate.
 	QUIC QUICConfig `yaml:"quic"`
+	// BrokerTLS makes every connection to the brokers TLS (calls, the
+	// live streams, membership); a cert_file/key_file in it answers
+	// brokers that require mTLS.
+	BrokerTLS tlsconfig.Config `yaml:"broker_tls"`
 	// Brokers are the brokers' gRPC addresses: the seeds from which the
 	// server learns the cluster's members (pkg/membership). Calls go to one
 	// broker and fail over to the next when it is unavailable or times out;
@@ -54,9 +78,10 @@ type Config struct {
 	WebSocket WebSocketConfig `yaml:"websocket"`
 	// Auth configures login and tokens.
 	Auth AuthConfig `yaml:"auth"`
-	// ClusterSecret is the brokers' shared cluster secret, sent with
-	// control-plane calls (alert rules); MONITOR_CLUSTER_SECRET overrides
-	// it. Empty: those calls go without it (reads still work).
+	// ClusterSecret is the brokers' shared cluster secret, sent with every
+	// call to them (brokers with auth on require it of this server) over
+	// broker_tls, or in clear text to loopback brokers only;
+	// MONITOR_CLUSTER_SECRET overrides it. Empty: calls go without it.
 	ClusterSecret Secret `yaml:"cluster_secret"`
 	// MaxRange is the longest time range one query may ask for.
 	MaxRange config.Duration `yaml:"max_range"`
@@ -130,7 +155,8 @@ type AuthConfig struct {
 	// RefreshTTL is the lifetime of a refresh token (each works once).
 	RefreshTTL config.Duration `yaml:"refresh_ttl"`
 	// LoginBurst attempts of login or refresh are allowed at once per
-	// client address, then one per LoginInterval.
+	// client address, then one per LoginInterval; and as many failed
+	// logins per user name, from any address.
 	LoginBurst    int             `yaml:"login_burst"`
 	LoginInterval config.Duration `yaml:"login_interval"`
 	// Users are the accounts. Required to start.
@@ -167,8 +193,13 @@ func (s Secret) GoString() string { return `"` + s.String() + `"` }
 // DefaultConfig returns the defaults, the seed's numbers where it has them.
 func DefaultConfig() Config {
 	return Config{
-		HTTPListen: "127.0.0.1:8080",
-		QUICListen: ":8081",
+		HTTPListen:          "127.0.0.1:8080",
+		TLS:                 tlsconfig.Config{ClientAuth: tlsconfig.ClientAuthNone},
+		HSTSMaxAge:          config.Duration(365 * 24 * time.Hour),
+		TrustedProxies:      []string{},
+		MaxConnections:      20000,
+		MaxConnectionsPerIP: 512,
+		QUICListen:          ":8081",
 		QUIC: QUICConfig{
 			CertValidity:     config.Duration(240 * time.Hour),
 			CertRotateBefore: config.Duration(48 * time.Hour),
@@ -237,6 +268,11 @@ func (c *Config) Validate() error {
 		config.DurationIn("auth.refresh_ttl", c.Auth.RefreshTTL, c.Auth.AccessTTL.D(), 30*24*time.Hour),
 		config.IntIn("auth.login_burst", c.Auth.LoginBurst, 1, 1000),
 		config.DurationIn("auth.login_interval", c.Auth.LoginInterval, 100*time.Millisecond, time.Hour),
+		config.DurationIn("hsts_max_age", c.HSTSMaxAge, 0, 2*365*24*time.Hour),
+		config.IntIn("max_connections", c.MaxConnections, 16, 10_000_000),
+		config.IntIn("max_connections_per_ip", c.MaxConnectionsPerIP, 0, c.MaxConnections),
+		c.TLS.ValidateServer("tls"),
+		c.BrokerTLS.Validate("broker_tls"),
 	}
 	for _, err := range checks {
 		if err != nil {
@@ -244,6 +280,15 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.QUIC.validate(); err != nil {
+		return err
+	}
+	if c.BrokerTLS.ClientAuth != "" && c.BrokerTLS.ClientAuth != tlsconfig.ClientAuthNone {
+		return config.Errorf("broker_tls.client_auth", "%q: client_auth is for servers; this block is the client side (set cert_file and key_file for mTLS)", c.BrokerTLS.ClientAuth)
+	}
+	if c.TLS.InsecureSkipVerify || c.TLS.ServerName != "" {
+		return config.Errorf("tls", "insecure_skip_verify and server_name are client settings; the https listener uses cert_file, key_file, ca_file and client_auth")
+	}
+	if _, err := c.trustedProxies(); err != nil {
 		return err
 	}
 	for i, o := range c.WebSocket.AllowedOrigins {
@@ -278,6 +323,13 @@ func (c *Config) Validate() error {
 	if strings.TrimSpace(string(c.ClusterSecret)) != string(c.ClusterSecret) {
 		return config.Errorf("cluster_secret", "has leading or trailing white space")
 	}
+	if c.ClusterSecret != "" && !c.BrokerTLS.Enabled {
+		for _, b := range c.Brokers {
+			if !isLoopback(dialAddr(b)) {
+				return config.Errorf("broker_tls", "is off, but cluster_secret is set and broker %s is not on this machine: the secret would cross the network in clear text; turn broker_tls on (or leave cluster_secret empty if the brokers do not ask for it)", b)
+			}
+		}
+	}
 	return nil
 }
 
@@ -304,6 +356,46 @@ func (c *Config) FromEnv(getenv func(string) string) {
 	if v := getenv("MONITOR_CLUSTER_SECRET"); v != "" {
 		c.ClusterSecret = Secret(v)
 	}
+}
+
+// trustedProxies parses trusted_proxies: IPs or CIDR prefixes.
+func (c *Config) trustedProxies() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(c.TrustedProxies))
+	for i, v := range c.TrustedProxies {
+		key := fmt.Sprintf("trusted_proxies[%d]", i)
+		if p, err := netip.ParsePrefix(v); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		ip, err := netip.ParseAddr(v)
+		if err != nil {
+			return nil, config.Errorf(key, "%q is not an IP address or a CIDR prefix (10.0.0.5, 10.0.0.0/8, fd00::/8)", v)
+		}
+		ip = ip.Unmap()
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+	}
+	return out, nil
+}
+
+// dialAddr is the address to dial for a broker address: one with an
+// unspecified host (":9093", "0.0.0.0:9093", "[::]:9093" — what a broker
+// listening on every interface reports, as standalone's does) is this
+// machine, dialed at loopback; any other address is dialed as it is.
+func dialAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+		if ip.Is4() {
+			return net.JoinHostPort("127.0.0.1", port)
+		}
+		return net.JoinHostPort("::1", port)
+	}
+	return addr
 }
 
 // isLoopback reports whether a listen address is reachable only from this

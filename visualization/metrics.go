@@ -72,6 +72,9 @@ var (
 	descAlertRefreshErrs = vdesc("alert_rule_refresh_errors_total", "Failed reloads of the alert rules from the brokers.")
 	descAlertInvalid     = vdesc("alert_rules_invalid_total", "Stored alert rules refused by validation (skipped).")
 	descAlertWebhooks    = vdesc("alert_webhooks_total", "Alert webhook deliveries, by result (sent, retry, failed, dropped).", "result")
+	descHTTPConns        = vdesc("http_connections", "Open connections of the HTTP listener (WebSockets included).")
+	descHTTPConnsRefused = vdesc("http_connections_refused_total", "Connections closed at accept, by limit (max_connections, max_connections_per_ip).", "reason")
+	descLoginRefused     = vdesc("login_refused_total", "Refused logins and token refreshes, by reason (rate limit per address or per user, bad credentials, bad refresh token).", "reason")
 )
 
 var allVizDescs = []*prometheus.Desc{descBrokers, descBrokersConnected, descLiveBatches, descLiveSnapshots, descLiveSamples,
@@ -79,7 +82,8 @@ var allVizDescs = []*prometheus.Desc{descBrokers, descBrokersConnected, descLive
 	descCatchupErrors, descPushClients, descPushPublished, descPushFolded, descPushReplaced, descPushDropped, descPushGaps,
 	descTopKUpdates, descTopKRefused, descTopKEvents, descAnomalySeries, descAnomalyActive, descAnomalyPoints,
 	descAnomalySkipped, descAnomalyDropped, descAnomalies, descAlertRules, descAlerts, descAlertEvals, descAlertsFired,
-	descAlertsResolved, descAlertRefreshErrs, descAlertInvalid, descAlertWebhooks}
+	descAlertsResolved, descAlertRefreshErrs, descAlertInvalid, descAlertWebhooks, descHTTPConns, descHTTPConnsRefused,
+	descLoginRefused}
 
 // pushTransports are always exposed, also at 0 clients, so a dashboard
 // has a series from the start.
@@ -160,6 +164,14 @@ func (c vizCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descAlertWebhooks, al.WebhookRetries, "retry")
 	counter(descAlertWebhooks, al.WebhookFailed, "failed")
 	counter(descAlertWebhooks, al.WebhookDropped, "dropped")
+
+	gauge(descHTTPConns, st.HTTP.Open)
+	counter(descHTTPConnsRefused, st.HTTP.RefusedMax, "max_connections")
+	counter(descHTTPConnsRefused, st.HTTP.RefusedPerIP, "max_connections_per_ip")
+	counter(descLoginRefused, st.Auth.LimitedAddr, "rate_limited_addr")
+	counter(descLoginRefused, st.Auth.LimitedUser, "rate_limited_user")
+	counter(descLoginRefused, st.Auth.BadCredentials, "bad_credentials")
+	counter(descLoginRefused, st.Auth.BadRefresh, "bad_refresh")
 }
 
 // opsServer serves /metrics, /healthz and /readyz on metrics_listen. A nil

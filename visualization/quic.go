@@ -35,13 +35,19 @@ func (s *Server) httpPort() string {
 	return port
 }
 
-// newQUIC makes the QUIC channel's certificates and binds its socket.
+// newQUIC makes the QUIC channel's certificates — quic.cert_file, else
+// the HTTPS certificate (tls), else self-signed — and binds its socket.
 func (s *Server) newQUIC(cfg Config, hub *push.Hub, authn *auth.Authenticator, logger *slog.Logger) (*vquic.Server, error) {
 	var certs *pq.Certs
 	var err error
-	if cfg.QUIC.CertFile != "" {
+	switch {
+	case cfg.QUIC.CertFile != "":
 		certs, err = pq.LoadCerts(cfg.QUIC.CertFile, cfg.QUIC.KeyFile)
-	} else {
+	case cfg.TLS.Enabled:
+		// The HTTPS certificate: browsers that trust the page trust the
+		// channel, with no hash to pin.
+		certs, err = pq.LoadCerts(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	default:
 		certs, err = pq.NewSelfSigned(pq.SelfSignedOptions{Validity: cfg.QUIC.CertValidity.D(),
 			RotateBefore: cfg.QUIC.CertRotateBefore.D(), Hosts: cfg.QUIC.CertHosts})
 	}

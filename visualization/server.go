@@ -30,14 +30,19 @@ package visualization
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/monitorhq/monitor/pkg/grpcauth"
 	"github.com/monitorhq/monitor/pkg/membership"
 	"github.com/monitorhq/monitor/visualization/internal/api"
 	"github.com/monitorhq/monitor/visualization/internal/auth"
@@ -77,6 +82,9 @@ type Server struct {
 	ws      *wspush.Handler
 	quic    *vquic.Server // nil when quic_listen is empty (issue 8)
 	ops     *opsServer    // metrics_listen: /metrics, /healthz, /readyz (metrics.go)
+	api     *api.API
+	conns   *connLimiter // the HTTP listener's limits (connlimit.go)
+	tls     bool         // http_listen serves HTTPS
 }
 
 // Stats are the live path's and the push core's counters: what arrived,
@@ -85,6 +93,9 @@ type Stats struct {
 	Live live.Stats   `json:"live"`
 	Push push.Stats   `json:"push"`
 	QUIC *vquic.Stats `json:"quic,omitempty"`
+	// HTTP is the HTTP listener's connections; Auth the refused logins.
+	HTTP ConnStats     `json:"http"`
+	Auth api.AuthStats `json:"auth"`
 }
 
 // New validates cfg (Validate and Ready: a JWT secret and users are
@@ -97,6 +108,10 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	if err := cfg.Ready(); err != nil {
 		return nil, fmt.Errorf("visualization: %w", err)
+	}
+	cfg.Brokers = slices.Clone(cfg.Brokers)
+	for i, b := range cfg.Brokers {
+		cfg.Brokers[i] = dialAddr(b) // ":9093" is this machine
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -112,14 +127,26 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("visualization: %w", err)
 	}
-	limiter := auth.NewLimiter(1/cfg.Auth.LoginInterval.D().Seconds(), cfg.Auth.LoginBurst, nil)
-
-	brokers, err := brokerclient.New(cfg.Brokers, cfg.BrokerTimeout.D(), logger.With("component", "brokerclient"),
-		brokerclient.WithClusterSecret(string(cfg.ClusterSecret)))
+	rate := 1 / cfg.Auth.LoginInterval.D().Seconds()
+	limiter := auth.NewLimiter(rate, cfg.Auth.LoginBurst, nil)
+	userLimiter := auth.NewLimiter(rate, cfg.Auth.LoginBurst, nil)
+	proxies, err := cfg.trustedProxies()
 	if err != nil {
 		return nil, fmt.Errorf("visualization: %w", err)
 	}
-	members, err := membership.New(cfg.Brokers, membership.Options{Logger: logger.With("component", "membership")})
+	httpsCfg, err := cfg.TLS.Server()
+	if err != nil {
+		return nil, fmt.Errorf("visualization: tls: %w", err)
+	}
+	// The cluster secret goes only over broker_tls, or in clear text to
+	// loopback brokers (Validate refuses non-loopback seeds without TLS).
+	creds := grpcauth.Client{TLS: cfg.BrokerTLS, Token: string(cfg.ClusterSecret), AllowInsecureLoopback: !cfg.BrokerTLS.Enabled}
+	brokers, err := brokerclient.New(cfg.Brokers, cfg.BrokerTimeout.D(), logger.With("component", "brokerclient"),
+		brokerclient.WithAuth(creds))
+	if err != nil {
+		return nil, fmt.Errorf("visualization: %w", err)
+	}
+	members, err := membership.New(cfg.Brokers, membership.Options{DialOptions: brokers.DialOptions(), Logger: logger.With("component", "membership")})
 	if err != nil {
 		_ = brokers.Close()
 		return nil, fmt.Errorf("visualization: %w", err)
@@ -180,19 +207,21 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	// --- end QUIC channel.
 	handler, err := api.New(api.Options{
-		PullInterval:  cfg.PullInterval.D(),
-		OfflineAfter:  cfg.OfflineAfter.D(),
-		StaleAfter:    cfg.StaleAfter.D(),
-		MaxRange:      cfg.MaxRange.D(),
-		MaxPoints:     cfg.MaxPoints,
-		HealthTimeout: min(cfg.BrokerTimeout.D(), healthTimeout),
-		Brokers:       brokers,
-		Auth:          authn,
-		LoginLimiter:  limiter,
-		WebSocket:     ws,
-		Members:       s.memberStates,
-		Stats:         func() any { return s.Stats() },
-		Routes:        routes,
+		PullInterval:   cfg.PullInterval.D(),
+		OfflineAfter:   cfg.OfflineAfter.D(),
+		StaleAfter:     cfg.StaleAfter.D(),
+		MaxRange:       cfg.MaxRange.D(),
+		MaxPoints:      cfg.MaxPoints,
+		HealthTimeout:  min(cfg.BrokerTimeout.D(), healthTimeout),
+		Brokers:        brokers,
+		Auth:           authn,
+		LoginLimiter:   limiter,
+		UserLimiter:    userLimiter,
+		TrustedProxies: proxies,
+		WebSocket:      ws,
+		Members:        s.memberStates,
+		Stats:          func() any { return s.Stats() },
+		Routes:         routes,
 	}, logger.With("component", "api"))
 	if err != nil {
 		_ = brokers.Close()
@@ -200,16 +229,29 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		s.releaseQUIC()
 		return nil, fmt.Errorf("visualization: %w", err)
 	}
-	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	s.api = handler
+	tcp, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		_ = brokers.Close()
 		_ = eng.close()
 		s.releaseQUIC()
 		return nil, fmt.Errorf("visualization: listen on http_listen %s: %w", cfg.HTTPListen, err)
 	}
-	s.ln = ln
+	// Limits first: a connection over them is closed before its TLS
+	// handshake costs anything (connlimit.go).
+	s.conns = newConnLimiter(tcp, cfg.MaxConnections, cfg.MaxConnectionsPerIP, func(ip netip.Addr) bool {
+		return slices.ContainsFunc(proxies, func(p netip.Prefix) bool { return p.Contains(ip) })
+	})
+	var ln net.Listener = s.conns
+	var h http.Handler = handler
+	if httpsCfg != nil {
+		httpsCfg.NextProtos = []string{"h2", "http/1.1"}
+		ln = tls.NewListener(ln, httpsCfg)
+		h = hsts(handler, cfg.HSTSMaxAge.D())
+	}
+	s.ln, s.tls = ln, httpsCfg != nil
 	s.http = &http.Server{
-		Handler:           handler,
+		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		// A response may wait for every broker in turn.
@@ -229,9 +271,30 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 // Addr returns the bound HTTP address, e.g. 127.0.0.1:8080.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
+// URL returns the server's base URL: https:// when tls is on.
+func (s *Server) URL() string {
+	if s.tls {
+		return "https://" + s.Addr() + "/"
+	}
+	return "http://" + s.Addr() + "/"
+}
+
+// hsts adds Strict-Transport-Security to every response of an HTTPS
+// server, so that browsers never try plaintext for it again.
+func hsts(h http.Handler, maxAge time.Duration) http.Handler {
+	if maxAge <= 0 {
+		return h
+	}
+	v := "max-age=" + strconv.Itoa(int(maxAge.Seconds()))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Strict-Transport-Security", v)
+		h.ServeHTTP(w, r)
+	})
+}
+
 // Stats returns the live path's and the push core's counters.
 func (s *Server) Stats() Stats {
-	st := Stats{Live: s.feed.Stats(), Push: s.hub.Stats()}
+	st := Stats{Live: s.feed.Stats(), Push: s.hub.Stats(), HTTP: s.conns.Stats(), Auth: s.api.AuthStats()}
 	if s.quic != nil { // quic.go
 		q := s.quic.Stats()
 		st.QUIC = &q
@@ -277,10 +340,11 @@ func (s *Server) followMembers(ctx context.Context) {
 // in the order of the package doc. It returns nil after a shutdown asked
 // for by ctx, or the error that stopped serving. Call it once.
 func (s *Server) Run(ctx context.Context) error {
-	if !isLoopback(s.cfg.HTTPListen) {
-		s.logger.Warn("serving plaintext HTTP on a non-loopback address: passwords and tokens cross the network unencrypted; put a TLS proxy in front", "http_listen", s.cfg.HTTPListen)
+	if !s.tls && !isLoopback(s.cfg.HTTPListen) {
+		s.logger.Warn("serving plaintext HTTP on a non-loopback address: passwords and tokens cross the network unencrypted; set tls or put a TLS proxy in front", "http_listen", s.cfg.HTTPListen)
 	}
-	s.logger.Info("visualization server listening", "http", "http://"+s.Addr()+"/", "brokers", s.cfg.Brokers)
+	s.logger.Info("visualization server listening", "url", s.URL(), "tls", s.tls, "client_auth", s.cfg.TLS.ClientAuth,
+		"brokers", s.cfg.Brokers, "broker_tls", s.cfg.BrokerTLS.Enabled)
 
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup

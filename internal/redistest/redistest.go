@@ -42,6 +42,15 @@ func Start(t testing.TB, extraArgs ...string) *Server {
 	return s
 }
 
+// User returns the redis-server arguments (for Start's or Launch's
+// extraArgs) that define an ACL user (Redis ≥ 6.2) named name, enabled,
+// with password and the ACL rules given, e.g. "~monitor:*", "+@all",
+// "-@dangerous". The default user stays as it is (no password, every
+// command): tests set up and inspect through it.
+func User(name, password string, rules ...string) []string {
+	return append([]string{"--user", name, "on", ">" + password}, rules...)
+}
+
 // Launch starts redis-server on a free loopback port with its files in
 // dir and waits until it answers PING. The caller must Stop it.
 func Launch(dir string, extraArgs ...string) (*Server, error) {

@@ -10,7 +10,8 @@
 // anything else 502).
 //
 // Authentication (see docs/api.md): POST /api/v1/auth/login and
-// /api/v1/auth/refresh issue tokens (rate-limited per client address);
+// /api/v1/auth/refresh issue tokens (rate-limited per client address, and
+// failed logins per user name);
 // every other /api/v1 route needs "Authorization: Bearer <access token>"
 // (401 without a valid one), admin routes an admin token (403 for a
 // viewer). /api/v1/ws takes its token in Sec-WebSocket-Protocol. /healthz
@@ -27,8 +28,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -58,6 +61,14 @@ type Options struct {
 	// LoginLimiter rate-limits login and refresh per client address;
 	// required.
 	LoginLimiter *auth.Limiter
+	// UserLimiter rate-limits failed logins per user name, from any
+	// address: a user whose bucket is empty is answered 429 before the
+	// password is checked. Nil: no per-user limit.
+	UserLimiter *auth.Limiter
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client (for the login limiter and the logs). Empty: the header
+	// is ignored.
+	TrustedProxies []netip.Prefix
 	// WebSocket serves /api/v1/ws; it authenticates on its own (the token
 	// travels in Sec-WebSocket-Protocol). Nil: no route.
 	WebSocket http.Handler
@@ -92,6 +103,9 @@ type API struct {
 	mux     *http.ServeMux
 	page    []byte              // the rendered status page
 	allow   map[string][]string // methods per path, for 405 answers
+
+	// refusals of login and refresh (AuthStats)
+	limitedAddr, limitedUser, badCredentials, badRefresh atomic.Uint64
 }
 
 // New builds the routes.

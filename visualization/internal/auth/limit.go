@@ -11,8 +11,8 @@ import (
 // fresh burst each, which bcrypt's cost still bounds.
 const maxBuckets = 10000
 
-// Limiter is a token bucket per key (a client address): Burst attempts at
-// once, refilled at Rate per second.
+// Limiter is a token bucket per key (a client address, or a user name):
+// Burst attempts at once, refilled at Rate per second.
 type Limiter struct {
 	rate  float64
 	burst float64
@@ -38,12 +38,22 @@ func NewLimiter(rate float64, burst int, now func() time.Time) *Limiter {
 
 // Allow takes a token from key's bucket. When it is empty it returns false
 // and how long until the next token.
-func (l *Limiter) Allow(key string) (bool, time.Duration) {
+func (l *Limiter) Allow(key string) (bool, time.Duration) { return l.take(key, true) }
+
+// Peek reports what Allow would, without taking a token: a caller that
+// charges only for failures (the per-user login limit) asks first and
+// calls Allow after a failure.
+func (l *Limiter) Peek(key string) (bool, time.Duration) { return l.take(key, false) }
+
+func (l *Limiter) take(key string, consume bool) (bool, time.Duration) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.buckets[key]
 	if !ok {
+		if !consume {
+			return true, 0 // a full bucket; not stored until charged
+		}
 		if len(l.buckets) >= maxBuckets {
 			l.prune(now)
 		}
@@ -53,7 +63,9 @@ func (l *Limiter) Allow(key string) (bool, time.Duration) {
 	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
 	b.last = now
 	if b.tokens >= 1 {
-		b.tokens--
+		if consume {
+			b.tokens--
+		}
 		return true, 0
 	}
 	wait := time.Duration((1 - b.tokens) / l.rate * float64(time.Second))

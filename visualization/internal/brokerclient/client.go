@@ -13,9 +13,15 @@
 // Other errors (invalid argument, not found, ...) are the
 // broker's answer and are returned at once.
 //
-// Connections are insecure (plaintext) for now; TLS comes with the issue that
-// secures every hop. Concurrency: a Client is safe for concurrent use; it
-// starts no goroutines of its own beyond gRPC's, which Close ends.
+// Connections are TLS when WithAuth's creds say so (broker_tls), plaintext
+// otherwise. The cluster secret goes with every call, reads and streams
+// included ("authorization: Bearer <secret>", pkg/grpcauth): brokers whose
+// auth is on require it of every caller that is not an agent.
+// DialOptions returns the same credentials for other clients of the
+// brokers (the membership watcher).
+//
+// Concurrency: a Client is safe for concurrent use; it starts no
+// goroutines of its own beyond gRPC's, which Close ends.
 package brokerclient
 
 import (
@@ -33,10 +39,9 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/monitorhq/monitor/pkg/grpcauth"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
@@ -52,7 +57,10 @@ const reconnectMaxDelay = 3 * time.Second
 type Client struct {
 	logger  *slog.Logger
 	timeout time.Duration
-	secret  string // the cluster secret, sent with ClusterService calls
+	// creds are the connections' TLS and cluster secret (WithAuth);
+	// dialOpts what they make.
+	creds    grpcauth.Client
+	dialOpts []grpc.DialOption
 
 	mu      sync.Mutex // serializes SetBrokers and Close
 	state   atomic.Pointer[state]
@@ -71,10 +79,17 @@ type state struct {
 // Option tunes a Client.
 type Option func(*Client)
 
-// WithClusterSecret makes ClusterService calls carry the cluster secret
-// ("authorization: Bearer <secret>"), which the brokers ask of their
-// peers and of this server for control-plane writes.
-func WithClusterSecret(secret string) Option { return func(c *Client) { c.secret = secret } }
+// WithAuth makes the connections use creds: TLS from creds.TLS
+// (broker_tls; a client certificate in it answers brokers that require
+// mTLS) and creds.Token, the cluster secret, on every call. grpcauth
+// sends the secret only over TLS, or in clear text to a loopback broker
+// when creds.AllowInsecureLoopback is set; a call that would send it in
+// clear to another machine fails. Without WithAuth: plaintext, no secret.
+func WithAuth(creds grpcauth.Client) Option { return func(c *Client) { c.creds = creds } }
+
+// DialOptions returns the transport and per-call credentials of this
+// client, for other gRPC clients of the same brokers (pkg/membership).
+func (c *Client) DialOptions() []grpc.DialOption { return slices.Clone(c.dialOpts) }
 
 // New returns a client of the brokers at addrs (gRPC host:port), each call
 // bounded by timeout. It does not dial: connections are made on first use
@@ -91,6 +106,11 @@ func New(addrs []string, timeout time.Duration, logger *slog.Logger, opts ...Opt
 	for _, o := range opts {
 		o(c)
 	}
+	dialOpts, err := c.creds.DialOptions()
+	if err != nil {
+		return nil, fmt.Errorf("broker client: %w", err)
+	}
+	c.dialOpts = dialOpts
 	c.state.Store(&state{})
 	if err := c.SetBrokers(addrs); err != nil {
 		return nil, err
@@ -100,14 +120,13 @@ func New(addrs []string, timeout time.Duration, logger *slog.Logger, opts ...Opt
 
 // dial makes a connection to one broker (connected on first use).
 func (c *Client) dial(addr string) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient(addr, append(c.DialOptions(),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvBytes)),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectMaxDelay},
 			MinConnectTimeout: c.timeout,
 		}),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("broker client for %s: %w", addr, err)
 	}
@@ -217,26 +236,18 @@ func (c *Client) Subscribe(ctx context.Context, addr string, req *monitorpb.Subs
 	return st, nil
 }
 
-// clusterCtx adds the cluster secret to a ClusterService call.
-func (c *Client) clusterCtx(ctx context.Context) context.Context {
-	if c.secret == "" {
-		return ctx
-	}
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.secret)
-}
-
 // ClusterStatus returns the cluster's status (ClusterService.Status):
 // members, leader, term, shards, ring version, migration.
 func (c *Client) ClusterStatus(ctx context.Context) (*monitorpb.StatusResponse, error) {
 	return call(ctx, c, "cluster status", func(ctx context.Context, s *state, i int) (*monitorpb.StatusResponse, error) {
-		return s.cluster[i].Status(c.clusterCtx(ctx), &monitorpb.StatusRequest{})
+		return s.cluster[i].Status(ctx, &monitorpb.StatusRequest{})
 	})
 }
 
 // ListAlertRules returns the alert rules stored in the control plane.
 func (c *Client) ListAlertRules(ctx context.Context) ([]*monitorpb.AlertRule, error) {
 	resp, err := call(ctx, c, "list alert rules", func(ctx context.Context, s *state, i int) (*monitorpb.ListAlertRulesResponse, error) {
-		return s.cluster[i].ListAlertRules(c.clusterCtx(ctx), &monitorpb.ListAlertRulesRequest{})
+		return s.cluster[i].ListAlertRules(ctx, &monitorpb.ListAlertRulesRequest{})
 	})
 	if err != nil {
 		return nil, err
@@ -248,14 +259,14 @@ func (c *Client) ListAlertRules(ctx context.Context) ([]*monitorpb.AlertRule, er
 // stored. A put is idempotent, so retrying it on another broker is safe.
 func (c *Client) PutAlertRule(ctx context.Context, rule *monitorpb.AlertRule) (*monitorpb.AlertRule, error) {
 	return call(ctx, c, "put alert rule "+rule.GetId(), func(ctx context.Context, s *state, i int) (*monitorpb.AlertRule, error) {
-		return s.cluster[i].PutAlertRule(c.clusterCtx(ctx), rule)
+		return s.cluster[i].PutAlertRule(ctx, rule)
 	})
 }
 
 // RemoveAlertRule deletes the rule with id and reports whether it existed.
 func (c *Client) RemoveAlertRule(ctx context.Context, id string) (bool, error) {
 	resp, err := call(ctx, c, "remove alert rule "+id, func(ctx context.Context, s *state, i int) (*monitorpb.DeleteAlertRuleResponse, error) {
-		return s.cluster[i].RemoveAlertRule(c.clusterCtx(ctx), &monitorpb.DeleteAlertRule{Id: id})
+		return s.cluster[i].RemoveAlertRule(ctx, &monitorpb.DeleteAlertRule{Id: id})
 	})
 	if err != nil {
 		return false, err

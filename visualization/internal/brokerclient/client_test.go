@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/monitorhq/monitor/pkg/grpcauth"
 	monitorpb "github.com/monitorhq/monitor/proto"
 	"github.com/monitorhq/monitor/visualization/internal/brokerclient"
 	"github.com/monitorhq/monitor/visualization/internal/brokertest"
@@ -240,7 +241,7 @@ func TestReachable(t *testing.T) {
 
 func TestClusterCallsCarryTheSecret(t *testing.T) {
 	b := brokertest.Start(t)
-	c, err := brokerclient.New([]string{b.Addr}, 2*time.Second, slog.New(slog.DiscardHandler), brokerclient.WithClusterSecret("s3cret-s3cret-s3cret"))
+	c, err := brokerclient.New([]string{b.Addr}, 2*time.Second, slog.New(slog.DiscardHandler), brokerclient.WithAuth(grpcauth.Client{Token: "s3cret-s3cret-s3cret", AllowInsecureLoopback: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

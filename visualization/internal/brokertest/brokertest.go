@@ -3,7 +3,9 @@
 // monitorpb.MonitorService (ListHosts, Latest, QueryRange) from data the test
 // sets, the Subscribe stream (batches the test publishes), and the parts of
 // ClusterService the server calls (Status, alert rules), recording the
-// authorization metadata they came with. It validates requests the way a broker must (host ids, series names)
+// authorization metadata they came with. StartWith serves TLS (optionally
+// mTLS) and can refuse calls without the cluster secret, as a broker with
+// auth on does. It validates requests the way a broker must (host ids, series names)
 // and answers InvalidArgument for bad ones, so the HTTP edge's error mapping
 // is exercised against real gRPC status codes.
 //
@@ -13,6 +15,7 @@ package brokertest
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"sort"
 	"sync"
@@ -21,6 +24,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -53,23 +57,62 @@ type Broker struct {
 	status    *monitorpb.StatusResponse
 	rules     map[string]*monitorpb.AlertRule
 	auth      []string // authorization metadata of ClusterService calls
+	allAuth   []string // authorization metadata of every call
+	methods   []string // the full method name of each of allAuth
+	secret    string   // Options.RequireSecret
 }
 
-// Start serves a stand-in broker on 127.0.0.1:0 until the test ends.
-func Start(t testing.TB) *Broker {
+// Options configure StartWith.
+type Options struct {
+	// TLS serves gRPC over TLS with this config (ClientAuth in it makes it
+	// mTLS). Nil: plaintext.
+	TLS *tls.Config
+	// RequireSecret refuses every call (streams included) whose
+	// authorization metadata is not "Bearer <RequireSecret>" with
+	// Unauthenticated. Empty: calls are not checked.
+	RequireSecret string
+	// Listen is the address to serve on; default 127.0.0.1:0.
+	Listen string
+}
+
+// Start serves a plaintext stand-in broker on 127.0.0.1:0 until the test
+// ends.
+func Start(t testing.TB) *Broker { return StartWith(t, Options{}) }
+
+// StartWith serves a stand-in broker with opts until the test ends.
+func StartWith(t testing.TB, opts Options) *Broker {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if opts.Listen == "" {
+		opts.Listen = "127.0.0.1:0"
+	}
+	lis, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		t.Fatalf("listen for stand-in broker: %v", err)
 	}
+	var sopts []grpc.ServerOption
+	if opts.TLS != nil {
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(opts.TLS)))
+	}
 	b := &Broker{
 		Addr:   lis.Addr().String(),
-		srv:    grpc.NewServer(),
+		secret: opts.RequireSecret,
 		latest: map[string]*monitorpb.Snapshot{},
 		series: map[string][]*monitorpb.Series{},
 		subs:   map[chan *monitorpb.StoredBatch]struct{}{},
 		rules:  map[string]*monitorpb.AlertRule{},
 	}
+	sopts = append(sopts, grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if err := b.checkAuth(ctx, info.FullMethod); err != nil {
+			return nil, err
+		}
+		return h(ctx, req)
+	}), grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if err := b.checkAuth(ss.Context(), info.FullMethod); err != nil {
+			return err
+		}
+		return h(srv, ss)
+	}))
+	b.srv = grpc.NewServer(sopts...)
 	b.cluster.b = b
 	monitorpb.RegisterMonitorServiceServer(b.srv, b)
 	monitorpb.RegisterClusterServiceServer(b.srv, &b.cluster)
@@ -320,6 +363,46 @@ func (b *Broker) SetStatus(st *monitorpb.StatusResponse) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.status = st
+}
+
+// Auth returns the authorization metadata of every call so far, both
+// services and streams, in order ("" for a call without).
+func (b *Broker) Auth() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.allAuth...)
+}
+
+// AuthOf returns the authorization metadata of the calls of one method
+// (its full name, e.g. "/monitor.v1.ClusterService/Watch"), in order.
+func (b *Broker) AuthOf(method string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for i, m := range b.methods {
+		if m == method {
+			out = append(out, b.allAuth[i])
+		}
+	}
+	return out
+}
+
+// checkAuth records a call's method and authorization metadata and, with
+// RequireSecret, refuses a call without the secret.
+func (b *Broker) checkAuth(ctx context.Context, method string) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := ""
+	if a := md.Get("authorization"); len(a) > 0 {
+		v = a[0]
+	}
+	b.mu.Lock()
+	b.allAuth = append(b.allAuth, v)
+	b.methods = append(b.methods, method)
+	b.mu.Unlock()
+	if b.secret != "" && v != "Bearer "+b.secret {
+		return status.Error(codes.Unauthenticated, "stand-in broker: the cluster secret is required")
+	}
+	return nil
 }
 
 // ClusterAuth returns the authorization metadata of every ClusterService
