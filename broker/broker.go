@@ -161,7 +161,22 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) 
 		mux.HandleFunc("GET /readyz", b.readyz)
 		mux.Handle("GET /metrics", b.metricsHandler())
 		mux.HandleFunc("GET /federate", b.federate)
-		b.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
+		// ErrorLog: the server's own complaints (a failed TLS handshake: a
+		// scraper without a certificate) go to this broker's log.
+		b.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn)}
+		// http_tls: HTTPS, optionally requiring a scraper's client
+		// certificate; Run serves it with ServeTLS (HTTP/2 offered).
+		b.httpSrv.TLSConfig, err = cfg.HTTPTLS.Server()
+		if err != nil {
+			b.httpLis.Close()
+			b.grpcLis.Close()
+			b.svc.Drain()
+			b.cluster.srv.Close()
+			b.cluster.node.Shutdown()
+			store.Close()
+			return nil, fmt.Errorf("http_tls: %w", err)
+		}
 	}
 	return b, nil
 }
@@ -193,7 +208,7 @@ func (b *Broker) Stats() service.Stats { return b.svc.Stats() }
 func (b *Broker) Run(ctx context.Context) error {
 	b.log.Info("broker serving", "node", b.cfg.NodeID, "grpc", b.GRPCAddr(), "grpc_tls", b.cfg.GRPCTLS.Enabled,
 		"client_auth", b.cfg.GRPCTLS.ClientAuth, "agent_auth", b.authz.Enabled(), "raft_tls", b.cfg.Raft.TLS,
-		"http", b.HTTPAddr(), "storage", b.cfg.Storage.Backend)
+		"http", b.HTTPAddr(), "http_tls", b.cfg.HTTPTLS.Enabled, "storage", b.cfg.Storage.Backend)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := b.grpc.Serve(b.connLim); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -203,7 +218,11 @@ func (b *Broker) Run(ctx context.Context) error {
 	})
 	if b.httpSrv != nil {
 		g.Go(func() error {
-			if err := b.httpSrv.Serve(b.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := func() error { return b.httpSrv.Serve(b.httpLis) }
+			if b.httpSrv.TLSConfig != nil {
+				serve = func() error { return b.httpSrv.ServeTLS(b.httpLis, "", "") }
+			}
+			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("serve HTTP: %w", err)
 			}
 			return nil

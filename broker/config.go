@@ -37,6 +37,10 @@ type Config struct {
 	// blocks"); the brokers also use its certificate and ca_file when they
 	// dial each other (Join, Forward) and, with raft.tls, for Raft.
 	GRPCTLS tlsconfig.Config `yaml:"grpc_tls"`
+	// HTTPTLS serves http_listen (/metrics, /federate, /healthz, /readyz)
+	// as HTTPS; client_auth require lets only scrapers with a client
+	// certificate signed by its ca_file in.
+	HTTPTLS tlsconfig.Config `yaml:"http_tls"`
 	Auth    AuthConfig       `yaml:"auth"`
 
 	MaxRecvMsgBytes int `yaml:"max_recv_msg_bytes"`
@@ -309,6 +313,7 @@ func (c *Config) Validate() error {
 		config.IntIn("max_connections", c.MaxConnections, 0, 1<<24),
 		config.IntIn("max_connections_per_ip", c.MaxConnectionsPerIP, 0, 1<<24),
 		c.GRPCTLS.ValidateServer("grpc_tls"),
+		c.validateHTTPTLS(),
 		c.validateAuth(),
 		config.DurationIn("shutdown_timeout", c.ShutdownTimeout, 100*time.Millisecond, 10*time.Minute),
 	}
@@ -378,6 +383,18 @@ func (c *Config) Validate() error {
 		return config.Errorf("storage.backend", "%q is not a backend; allowed: embedded, redis", c.Storage.Backend)
 	}
 	return nil
+}
+
+// validateHTTPTLS checks http_tls: a server block on an HTTP port that
+// exists.
+func (c *Config) validateHTTPTLS() error {
+	if c.HTTPTLS.Enabled && c.HTTPListen == "" {
+		return config.Errorf("http_tls.enabled", "is true but http_listen is empty; there is no HTTP port to serve over TLS")
+	}
+	if c.HTTPTLS.ServerName != "" || c.HTTPTLS.InsecureSkipVerify {
+		return config.Errorf("http_tls", "server_name and insecure_skip_verify are client keys; the HTTPS listener uses cert_file, key_file, ca_file and client_auth")
+	}
+	return c.HTTPTLS.ValidateServer("http_tls")
 }
 
 // validateAuth checks auth.* and raft.tls against grpc_tls.

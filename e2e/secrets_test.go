@@ -23,13 +23,13 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/monitorhq/monitor/internal/redistest"
+	"github.com/monitorhq/monitor/pkg/grpcauth"
 )
 
 // secretValues are the secrets TestSecretsNeverLogged hands to the
 // processes or sends them, by name. Every one must be absent from every
 // line any process wrote, as is and in base64 and hex. Extend the list
-// with each new kind of credential (agent tokens: add them where the
-// agent is started below, and here).
+// with each new kind of credential.
 type secretValues map[string]string
 
 // add records a secret and returns it.
@@ -158,13 +158,14 @@ func writeFile(t *testing.T, dir, name, body string) string {
 }
 
 // TestSecretsNeverLogged runs a broker on a password-protected Redis (an
-// ACL user) with a cluster secret and an admin password, and the
-// visualization server with a JWT secret, a user's password and the
-// cluster secret, all at debug level; exercises good and bad logins, a
-// token refresh, API reads and an admin change through the brokers, a
-// WebSocket, a token in a query string, a forged token, config errors and
-// a Redis authentication failure; then looks for every secret in
-// everything the processes wrote.
+// ACL user) with a cluster secret, an admin password and an agent secret
+// (agent authentication on), the visualization server with a JWT secret, a
+// user's password and the cluster secret, and a real agent with its token,
+// all at debug level; exercises good and bad logins, a token refresh, API
+// reads and an admin change through the brokers, a WebSocket, a token in a
+// query string, a forged token, an agent with a token of another secret
+// (refused and logged), config errors and a Redis authentication failure;
+// then looks for every secret in everything the processes wrote.
 func TestSecretsNeverLogged(t *testing.T) {
 	if err := buildVisualization(); err != nil {
 		t.Fatal(err)
@@ -180,6 +181,21 @@ func TestSecretsNeverLogged(t *testing.T) {
 	shortJWT := sec.add("too-short jwt secret", "short-jwt-3f5a7c")
 	webhook := sec.add("webhook token", "hook-token-6b8d0f2a4c")
 	forged := sec.add("forged token", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.forged-signature-1a2b3c")
+	agentSecret := sec.add("agent secret", "agent-secret-3c5e7a9b1d2f4a6c")
+	wrongAgentSecret := sec.add("wrong agent secret", "wrong-agent-secret-8e0a2c4e6b")
+	agentToken, err := grpcauth.Mint([]byte(agentSecret), "secrets-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec.add("agent token", agentToken)
+	wrongToken, err := grpcauth.Mint([]byte(wrongAgentSecret), "secrets-agent-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec.add("agent token of another secret", wrongToken)
+	// The tokens' signatures alone (the host id part is not secret).
+	sec.add("agent token signature", agentToken[strings.LastIndexByte(agentToken, '.')+1:])
+	sec.add("wrong agent token signature", wrongToken[strings.LastIndexByte(wrongToken, '.')+1:])
 
 	out := &logged{}
 	dir := t.TempDir()
@@ -204,7 +220,9 @@ storage:
 cluster:
   secret: %q
   admin_user: admin
-`, grpcAddr, brokerHTTP, filepath.Join(dir, "broker-data"), raftAddr, rs.Addr, password, clusterSecret)
+auth:
+  agent_secrets: [%q]
+`, grpcAddr, brokerHTTP, filepath.Join(dir, "broker-data"), raftAddr, rs.Addr, password, clusterSecret, agentSecret)
 	}
 	brokerEnv := []string{"MONITOR_ADMIN_PASSWORD=" + adminPW}
 
@@ -362,11 +380,68 @@ auth:
 		t.Fatal("a WebSocket with a forged token opened")
 	}
 
+	// A real agent with its token (from a file, in clear text to the
+	// loopback broker) writes; its host appears through the API. Then an
+	// agent whose token another secret signed is refused, and the broker
+	// logs the refusal.
+	agentYAML := func(host, tokenLine string) string {
+		return fmt.Sprintf(`host_id: %q
+brokers: [%q]
+interval: 1s
+collector_timeout: 500ms
+data_dir: %q
+http_listen: ""
+insecure_loopback_token: true
+%s
+`, host, grpcAddr, filepath.Join(dir, host), tokenLine)
+	}
+	tokenFile := writeFile(t, dir, "agent.token", agentToken+"\n")
+	agentCfg := writeFile(t, dir, "agent.yaml", agentYAML("secrets-agent", fmt.Sprintf("token_file: %q", tokenFile)))
+	if o, err := out.run(t, nil, "agent", "-config", agentCfg, "-check-config"); err != nil {
+		t.Fatalf("agent -check-config: %v\n%s", err, o)
+	}
+	agentProc := out.start(t, nil, "agent", "-config", agentCfg, "-log-level", "debug")
+	eventually(t, 60*time.Second, func() error {
+		var latest struct {
+			Metrics []json.RawMessage `json:"metrics"`
+		}
+		if err := getJSON(base+"/api/v1/hosts/secrets-agent/latest", &latest, tok); err != nil {
+			return err
+		}
+		if len(latest.Metrics) == 0 {
+			return fmt.Errorf("no metrics yet")
+		}
+		return nil
+	})
+	wrongCfg := writeFile(t, dir, "agent-wrong.yaml", agentYAML("secrets-agent-2", ""))
+	wrongAgent := out.start(t, []string{"MONITOR_AGENT_TOKEN=" + wrongToken}, "agent", "-config", wrongCfg, "-log-level", "debug")
+	eventually(t, 30*time.Second, func() error {
+		if !strings.Contains(broker.output(), "gRPC call refused") {
+			return fmt.Errorf("the broker has not logged the refusal yet")
+		}
+		return nil
+	})
+	var hosts struct {
+		Hosts []struct {
+			ID string `json:"id"`
+		} `json:"hosts"`
+	}
+	if err := getJSON(base+"/api/v1/hosts", &hosts, tok); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts.Hosts {
+		if h.ID == "secrets-agent-2" {
+			t.Fatal("the agent with another secret's token registered")
+		}
+	}
+	wrongAgent.stop(t, 30*time.Second)
+	agentProc.stop(t, 30*time.Second)
+
 	viz.stop(t, 20*time.Second)
 	broker.stop(t, 20*time.Second)
 
 	all := out.all()
-	if !strings.Contains(all, "login refused") || !strings.Contains(all, "http request") {
+	if !strings.Contains(all, "login refused") || !strings.Contains(all, "http request") || !strings.Contains(all, "gRPC call refused") {
 		t.Fatalf("the debug logs lack the events this test looks through:\n%s", all)
 	}
 	if leaks := sec.leaks(all); len(leaks) > 0 {

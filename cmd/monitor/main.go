@@ -4,14 +4,24 @@
 //
 //	monitor standalone [-data DIR] [-http ADDR] [-quic ADDR] [-grpc ADDR]
 //	                   [-storage SPEC] [-admin-password PW] [-viewer-password PW]
-//	                   [-interval DUR]
+//	                   [-interval DUR] [-tls-cert FILE -tls-key FILE]
+//	                   [-agent-auth=false]
 //
 // The three components talk over real gRPC on loopback, exactly as separate
 // processes would. The UI and API need a login: user "admin" with the
 // admin password (-admin-password, $MONITOR_ADMIN_PASSWORD, or generated
 // and printed once). -viewer-password (or $MONITOR_VIEWER_PASSWORD) adds a
 // read-only user "viewer"; without it there is none. The JWT secret is
-// random per start unless $MONITOR_JWT_SECRET sets one. Shutdown
+// random per start unless $MONITOR_JWT_SECRET sets one.
+//
+// Agents authenticate (docs/security.md "Agent identity"): the broker takes
+// tokens signed by an agent secret — $MONITOR_AGENT_SECRET, else random per
+// start — and the local agent gets its token, sent in clear text only
+// because the broker is on loopback. Another agent on this machine can join
+// with a token from `monitorctl agent-token` under the same
+// $MONITOR_AGENT_SECRET. -agent-auth=false lets tokenless clients write
+// (a simulated fleet such as bin/loadgen on this machine). -tls-cert and
+// -tls-key serve the UI and API over HTTPS (and wss:). Shutdown
 // (SIGINT/SIGTERM) runs in reverse start order: the agent flushes what it
 // holds and waits for acks, then the visualization server stops, then the
 // broker drains and closes storage.
@@ -25,12 +35,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
 	"github.com/monitorhq/monitor/pkg/config"
+	"github.com/monitorhq/monitor/pkg/grpcauth"
+	"github.com/monitorhq/monitor/pkg/tlsconfig"
 
 	"github.com/monitorhq/monitor/agent"
 	"github.com/monitorhq/monitor/broker"
@@ -39,7 +52,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 || os.Args[1] != "standalone" {
-		fmt.Fprintln(os.Stderr, "usage: monitor standalone [-data DIR] [-http ADDR] [-quic ADDR] [-grpc ADDR] [-storage SPEC] [-admin-password PW] [-viewer-password PW] [-interval DUR]")
+		fmt.Fprintln(os.Stderr, "usage: monitor standalone [-data DIR] [-http ADDR] [-quic ADDR] [-grpc ADDR] [-storage SPEC] [-admin-password PW] [-viewer-password PW] [-interval DUR] [-tls-cert FILE -tls-key FILE] [-agent-auth=false]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -52,6 +65,8 @@ func main() {
 
 type standaloneFlags struct {
 	data, http, quic, grpc, storage, password, viewerPassword, interval, logLevel string
+	tlsCert, tlsKey                                                               string
+	agentAuth                                                                     bool
 }
 
 func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -59,7 +74,10 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.SetOutput(stderr)
 	var f standaloneFlags
 	fs.StringVar(&f.data, "data", "data", "data directory (embedded storage)")
-	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "HTTP address of the UI, API and WebSocket (login required; plaintext, so keep it on loopback or behind a TLS proxy)")
+	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "HTTP address of the UI, API and WebSocket (login required; plaintext unless -tls-cert, so keep it on loopback or behind a TLS proxy)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve the UI, API and WebSocket over HTTPS (with -tls-key; re-read when the file changes)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of -tls-cert")
+	fs.BoolVar(&f.agentAuth, "agent-auth", true, "require agent tokens (secret from $MONITOR_AGENT_SECRET, else random per start; the local agent gets its token); false lets tokenless clients such as bin/loadgen write")
 	fs.StringVar(&f.quic, "quic", ":8081", "UDP address of the QUIC channel (WebTransport for browsers, native QUIC for monitorctl watch); empty: off")
 	fs.StringVar(&f.grpc, "grpc", "127.0.0.1:9093", "the in-process broker's gRPC address")
 	fs.StringVar(&f.storage, "storage", "embedded", "embedded, or redis://[user:pass@]host:port[/db][,redis://...]")
@@ -70,9 +88,29 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (flags only)", fs.Arg(0))
+	}
 	logger, err := config.Logger(f.logLevel, stderr)
 	if err != nil {
 		return fmt.Errorf("-log-level: %w", err)
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return errors.New("-tls-cert and -tls-key go together: give both (HTTPS) or neither")
+	}
+	uiTLS := tlsconfig.Config{Enabled: f.tlsCert != "", CertFile: f.tlsCert, KeyFile: f.tlsKey, ClientAuth: tlsconfig.ClientAuthNone}
+	if err := uiTLS.ValidateServer("tls"); err != nil {
+		return fmt.Errorf("-tls-cert/-tls-key: %w", err)
+	}
+	// The agent secret signs the agents' tokens; like the cluster secret
+	// it is random per start unless the environment fixes it (then other
+	// agents on this machine can be given tokens that survive restarts).
+	agentSecret := os.Getenv("MONITOR_AGENT_SECRET")
+	if f.agentAuth && agentSecret == "" {
+		agentSecret = randomPassword() + randomPassword()
+	}
+	if f.agentAuth && len(agentSecret) < grpcauth.MinSecretLen {
+		return fmt.Errorf("MONITOR_AGENT_SECRET is %d characters; use at least %d", len(agentSecret), grpcauth.MinSecretLen)
 	}
 
 	password := f.password
@@ -88,11 +126,18 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// password also authorizes monitorctl against the broker.
 	clusterSecret := randomPassword() + randomPassword()
 
+	if !grpcauth.IsLoopback(localDialAddr(f.grpc)) {
+		return fmt.Errorf("-grpc %s: the cluster secret (and the local agent's token) go to the broker without TLS, so only on this machine; listen on 127.0.0.1, ::1 or every interface (:9093)", f.grpc)
+	}
+
 	bcfg := broker.DefaultConfig()
 	bcfg.NodeID = "standalone"
 	bcfg.Cluster.Secret = clusterSecret
 	if len(password) >= 8 {
 		bcfg.Cluster.AdminPassword = password
+	}
+	if f.agentAuth {
+		bcfg.Auth.AgentSecrets = []string{agentSecret}
 	}
 	bcfg.GRPCListen = f.grpc
 	bcfg.HTTPListen = "" // the visualization server's /healthz covers standalone
@@ -110,10 +155,14 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	// The visualization server and the agent dial the broker on loopback,
+	// where the cluster secret and the agent token may go without TLS.
+	brokerAddr := localDialAddr(b.GRPCAddr())
 	vcfg := visualization.DefaultConfig()
 	vcfg.HTTPListen = f.http
+	vcfg.TLS = uiTLS
 	vcfg.QUICListen = f.quic
-	vcfg.Brokers = []string{b.GRPCAddr()}
+	vcfg.Brokers = []string{brokerAddr}
 	vcfg.ClusterSecret = visualization.Secret(clusterSecret)
 	// The admin password is the admin user's, kept only as a bcrypt hash;
 	// the JWT secret is random per start unless MONITOR_JWT_SECRET sets one
@@ -143,10 +192,17 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 
 	acfg := agent.DefaultConfig()
-	acfg.Brokers = []string{b.GRPCAddr()}
+	acfg.Brokers = []string{brokerAddr}
 	acfg.DataDir = filepath.Join(f.data, "agent") // the spool of unacknowledged snapshots
 	if err := acfg.SetInterval(f.interval); err != nil {
 		return fmt.Errorf("-interval: %w", err)
+	}
+	if f.agentAuth {
+		tok, err := grpcauth.Mint([]byte(agentSecret), acfg.HostID)
+		if err != nil {
+			return fmt.Errorf("the local agent's token: %w", err)
+		}
+		acfg.Token, acfg.InsecureLoopbackToken = tok, true
 	}
 	if err := acfg.Validate(); err != nil {
 		return err
@@ -156,7 +212,18 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 
-	fmt.Fprintf(stdout, "monitor standalone is running\n  UI and API:  http://%s/\n  broker gRPC: %s\n  storage:     %s\n  host:        %s\n  login:       admin\n", v.Addr(), b.GRPCAddr(), describeStorage(bcfg), acfg.HostID)
+	scheme := "http"
+	if uiTLS.Enabled {
+		scheme = "https"
+	}
+	agents := "token required (other agents: monitorctl agent-token under $MONITOR_AGENT_SECRET)"
+	switch {
+	case !f.agentAuth:
+		agents = "not authenticated (-agent-auth=false)"
+	case os.Getenv("MONITOR_AGENT_SECRET") == "":
+		agents = "token required (secret generated per start; set $MONITOR_AGENT_SECRET to add agents)"
+	}
+	fmt.Fprintf(stdout, "monitor standalone is running\n  UI and API:  %s://%s/\n  broker gRPC: %s\n  agents:      %s\n  storage:     %s\n  host:        %s\n  login:       admin\n", scheme, v.Addr(), b.GRPCAddr(), agents, describeStorage(bcfg), acfg.HostID)
 	if viewerPassword != "" {
 		fmt.Fprintf(stdout, "  read-only:   viewer\n")
 	}
@@ -204,6 +271,22 @@ func standalone(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	return firstErr
+}
+
+// localDialAddr is how a client on this machine reaches a listen address:
+// an unspecified host (":9093", "0.0.0.0", "[::]") is dialed at loopback.
+func localDialAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if ip != nil && ip.To4() == nil {
+			return net.JoinHostPort("::1", port)
+		}
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
 }
 
 func describeStorage(c broker.Config) string {

@@ -25,6 +25,11 @@
 //	                       print the agent token of host ID under the agent
 //	                       secret in F or MONITOR_AGENT_SECRET (no broker
 //	                       needed; docs/security.md)
+//	certs -out DIR [-hosts H,IP,...] [-agents ID,...] [-clients NAME,...]
+//	                       a CA, a server certificate for brokers and the
+//	                       visualization server, agent and other client
+//	                       certificates, ECDSA P-256, files 0600, never
+//	                       overwritten (certs.go; no broker needed)
 //
 // Credentials come from -user/-password or MONITOR_USER/MONITOR_PASSWORD.
 // With -tls (or any -tls-* flag) the broker is dialed over TLS: -tls-ca
@@ -74,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&tc.KeyFile, "tls-key", "", "client certificate's key, PEM")
 	fs.StringVar(&tc.ServerName, "tls-server-name", "", "name to verify in the broker's certificate (default: the host dialed)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: monitorctl [-broker ADDR] [-json] [-user U -password P] status | add-broker ID GRPC RAFT | remove-broker ID | shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls] | shard remove ID | wait-migration | top [-shm NAME] [-metric M] [-k N] | watch [-addr HOST:8081] [-n N] [-host H] [-metric PREFIX] [-token T] | agent-token -host ID [-secret-file F]")
+		fmt.Fprintln(stderr, "usage: monitorctl [-broker ADDR] [-json] [-user U -password P] status | add-broker ID GRPC RAFT | remove-broker ID | shard add ID ADDR[,REPLICA...] [-db N] [-cluster] [-user U] [-tls] | shard remove ID | wait-migration | top [-shm NAME] [-metric M] [-k N] | watch [-addr HOST:8081] [-n N] [-host H] [-metric PREFIX] [-token T] | agent-token -host ID [-secret-file F] | certs -out DIR [-hosts H,IP,...] [-agents ID,...] [-clients NAME,...]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -84,8 +89,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if fs.Arg(0) == "agent-token" {
+	switch fs.Arg(0) {
+	case "agent-token":
 		return agentTokenCmd(fs.Args()[1:], stdout, stderr)
+	case "certs":
+		return certsCmd(fs.Args()[1:], stdout, stderr)
 	}
 	tc.Enabled = tc.Enabled || tc.CAFile != "" || tc.CertFile != "" || tc.ServerName != ""
 	if err := tc.Validate("-tls"); err != nil {

@@ -97,7 +97,9 @@ export class Stack {
     this.grpc = `127.0.0.1:${grpc}`;
     this.monitor = startProcess('monitor', join(root, 'bin', 'monitor'), ['standalone',
       '-data', join(this.dir, 'data'), '-http', `127.0.0.1:${http}`, '-grpc', this.grpc, '-quic', `127.0.0.1:${quic}`,
-      '-storage', storage, '-admin-password', ADMIN_PASSWORD, '-viewer-password', VIEWER_PASSWORD, '-interval', '1s', '-log-level', 'warn']);
+      '-storage', storage, '-admin-password', ADMIN_PASSWORD, '-viewer-password', VIEWER_PASSWORD, '-interval', '1s', '-log-level', 'warn',
+      // bin/loadgen and simfleet send no agent tokens.
+      '-agent-auth=false']);
     this.procs.push(this.monitor);
     await waitFor('bin/monitor standalone to answer /healthz', async () => {
       if (this.monitor.exitCode_ !== undefined) throw new Error('monitor exited: ' + this.monitor.output);

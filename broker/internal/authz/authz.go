@@ -30,6 +30,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -393,15 +394,39 @@ func (s *ingestStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	req, ok := m.(*monitorpb.IngestRequest)
-	if !ok {
-		return nil
-	}
-	b := req.GetBatch()
-	for i, snap := range b.GetSnapshots() {
-		if snap.GetHostId() != s.host {
-			return s.a.mismatch(s.Context(), s.host, snap.GetHostId(), fmt.Sprintf("snapshot %d of batch %d; the batch is not stored", i, b.GetSeq()))
+	switch req := m.(type) {
+	case *monitorpb.IngestRequest:
+		b := req.GetBatch()
+		for i, snap := range b.GetSnapshots() {
+			if snap.GetHostId() != s.host {
+				return s.a.mismatch(s.Context(), s.host, snap.GetHostId(), fmt.Sprintf("snapshot %d of batch %d; the batch is not stored", i, b.GetSeq()))
+			}
 		}
+	case HostBatch:
+		seq, ok := req.BatchSeq()
+		if !ok {
+			return nil // a Hello
+		}
+		for i, host := range req.SnapshotHosts() {
+			if host != s.host {
+				return s.a.mismatch(s.Context(), s.host, host, fmt.Sprintf("snapshot %d of batch %d; the batch is not stored", i, seq))
+			}
+		}
+	default:
+		// A message type this check cannot read would pass unchecked: refuse
+		// it, so a new decoder cannot silently turn host binding off.
+		return status.Errorf(codes.Internal, "authz: ingest message type %T is not checked for its host ids; refusing it", m)
 	}
 	return nil
+}
+
+// HostBatch is an ingest message decoded by the broker's own decoder
+// (ingest.Request) rather than the generated type: the stream check reads
+// its snapshots' host ids through it.
+type HostBatch interface {
+	// BatchSeq is the batch's sequence number; false when the message
+	// carries no batch (a Hello).
+	BatchSeq() (uint64, bool)
+	// SnapshotHosts yields each snapshot's index and host id.
+	SnapshotHosts() iter.Seq2[int, string]
 }
