@@ -34,11 +34,14 @@
 // Strings are a uvarint length and the bytes. Columns carry their length,
 // so a query for a few series skips the others without decoding them.
 //
-// Records (record.go) are the uncompressed form of one snapshot, for the
-// open end of a host's data that is not sealed into a chunk yet.
+// Records (record.go, and schema.go for version 2) are the uncompressed
+// form of one snapshot, for the open end of a host's data that is not
+// sealed into a chunk yet.
 //
-// Concurrency: Encode is a pure function; a Decoder is used by one
-// goroutine at a time (it keeps scratch space and interned strings).
+// Concurrency: Encode and AppendSchemaRecord are pure functions; a
+// Decoder is used by one goroutine at a time (it keeps scratch space,
+// interned strings, the schemas it was given and the arena of the records
+// it decoded).
 package chunk
 
 import (
@@ -250,9 +253,18 @@ type Decoder struct {
 	ts   []int64
 	ints []int64
 	cols []colRef
-	off  []int32
 	vals []float64
 	recs []storage.Sample
+	// arena holds the samples of decoded records (keep); block is the
+	// size of its current allocation.
+	arena []storage.Sample
+	block int
+	// tagBuf and lastTags: readTags' scratch and the map it made last.
+	tagBuf   []string
+	lastTags map[string]string
+	// schemas of version 2 records (schema.go), kept across calls: a
+	// schema never changes.
+	schemas map[SchemaID]*schema
 }
 
 type colRef struct {
@@ -263,6 +275,9 @@ type colRef struct {
 	scale   int
 	bits    []byte
 	count   int
+	// While decoding: the column's values are d.vals[off:], next is the
+	// next one to hand out, run its unit run.
+	off, next, run int
 }
 
 type unitRun struct {
@@ -285,7 +300,8 @@ func (d *Decoder) intern(b []byte) string {
 // Decode appends to dst the chunk's snapshots with from <= timestamp <= to,
 // as host hostID, in timestamp order, each with the samples m selects
 // (every sample when m is nil) sorted by series; a snapshot left without
-// samples is kept. Tag maps are the snapshot's own.
+// samples is kept. Snapshots of the call with the same tags share one
+// map, made by this call: callers treat it as read-only.
 func (d *Decoder) Decode(dst []storage.Snapshot, b []byte, hostID string, from, to int64, m *storage.Matcher) ([]storage.Snapshot, error) {
 	r := byteReader{b: b}
 	if v := r.byte(); r.err == nil && v != Version {
@@ -352,13 +368,15 @@ func (d *Decoder) Decode(dst []storage.Snapshot, b []byte, hostID string, from, 
 		return dst, d.skipColumns(&r)
 	}
 
-	// Columns: headers first, to size one arena for every sample.
+	// Columns: headers first, then each selected column's values up to
+	// the last wanted snapshot into d.vals, then the samples snapshot by
+	// snapshot: the arena fills in order, each snapshot's samples sorted
+	// as the columns are.
 	S := r.count(2)
 	d.cols = d.cols[:0]
-	d.off = slices.Grow(d.off[:0], n+1)[:n+1]
-	clear(d.off)
+	d.vals = d.vals[:0]
 	var prevKey []byte
-	total := 0
+	total, wanted := 0, 0
 	for s := 0; s < S && r.err == nil; s++ {
 		key := r.bytes()
 		col := r.bytes()
@@ -381,11 +399,19 @@ func (d *Decoder) Decode(dst []storage.Snapshot, b []byte, hostID string, from, 
 		if total > MaxSamples {
 			return dst, corrupt("more than %d samples", MaxSamples)
 		}
-		for i := lo; i < hi; i++ {
-			if c.present == nil || c.present[i>>3]&(0x80>>(i&7)) != 0 {
-				d.off[i+1]++
-			}
+		need, skip := hi, lo
+		if c.present != nil {
+			need, skip = countBits(c.present, hi), countBits(c.present, lo)
 		}
+		c.off = len(d.vals)
+		if err := d.decodeValues(&c, need); err != nil {
+			return dst, err
+		}
+		c.next = c.off + skip
+		for c.run+1 < len(c.units) && c.units[c.run+1].start <= skip {
+			c.run++
+		}
+		wanted += need - skip
 		d.cols = append(d.cols, c)
 	}
 	if r.err != nil {
@@ -394,31 +420,50 @@ func (d *Decoder) Decode(dst []storage.Snapshot, b []byte, hostID string, from, 
 	if len(r.b) != 0 {
 		return dst, corrupt("%d trailing bytes", len(r.b))
 	}
+	arena := make([]storage.Sample, wanted)
+	pos := 0
 	for i := lo; i < hi; i++ {
-		d.off[i+1] += d.off[i]
-	}
-	arena := make([]storage.Sample, d.off[hi])
-	fill := slices.Clone(d.off[:hi])
-	for ci := range d.cols {
-		if err := d.decodeColumn(&d.cols[ci], n, lo, hi, arena, fill); err != nil {
-			return dst, err
+		first := pos
+		for ci := range d.cols {
+			c := &d.cols[ci]
+			if c.present != nil && c.present[i>>3]&(0x80>>(i&7)) == 0 {
+				continue
+			}
+			j := c.next - c.off
+			for c.run+1 < len(c.units) && c.units[c.run+1].start <= j {
+				c.run++
+			}
+			arena[pos] = storage.Sample{Series: c.key, Value: d.vals[c.next], Unit: c.units[c.run].unit}
+			c.next++
+			pos++
 		}
-	}
-	for i := lo; i < hi; i++ {
 		sn := storage.Snapshot{HostID: hostID, Timestamp: d.ts[i]}
 		set := sets[0]
 		if setOf != nil {
 			set = sets[setOf[i]]
 		}
 		if len(set) > 0 {
-			sn.Tags = maps.Clone(set)
+			sn.Tags = set
 		}
-		if a, z := d.off[i], d.off[i+1]; z > a {
-			sn.Samples = arena[a:z:z]
+		if pos > first {
+			sn.Samples = arena[first:pos:pos]
 		}
 		dst = append(dst, sn)
 	}
 	return dst, nil
+}
+
+// countBits counts the set bits of the first n bits of bitmap (MSB
+// first).
+func countBits(bitmap []byte, n int) int {
+	c := 0
+	for _, x := range bitmap[:n>>3] {
+		c += bits.OnesCount8(x)
+	}
+	if n&7 != 0 {
+		c += bits.OnesCount8(bitmap[n>>3] & byte(0xff<<(8-n&7)))
+	}
+	return c
 }
 
 // skipColumns checks the framing of the columns of a chunk none of whose
@@ -495,17 +540,15 @@ func parseColumn(d *Decoder, name string, col []byte, n int) (colRef, error) {
 	return c, nil
 }
 
-// decodeColumn writes the column's samples of snapshots lo..hi-1 into
-// arena at fill[i] (advanced).
-func (d *Decoder) decodeColumn(c *colRef, n, lo, hi int, arena []storage.Sample, fill []int32) error {
-	if c.count == 0 {
+// decodeValues appends the column's first need values to d.vals.
+func (d *Decoder) decodeValues(c *colRef, need int) error {
+	if need == 0 {
 		return nil
 	}
-	d.vals = d.vals[:0]
 	switch c.mode {
 	case modeXOR:
 		xd := XORDecoder{r: bitReader{b: c.bits}}
-		for j := 0; j < c.count; j++ {
+		for j := 0; j < need; j++ {
 			v, err := xd.Next()
 			if err != nil {
 				return fmt.Errorf("column %s: %w", c.key, err)
@@ -515,11 +558,11 @@ func (d *Decoder) decodeColumn(c *colRef, n, lo, hi int, arena []storage.Sample,
 	case modeValues, modeDeltas:
 		br := bitReader{b: c.bits}
 		if c.mode == modeValues {
-			d.ints = unpackBlocks(&br, c.count, d.ints)
+			d.ints = unpackBlocks(&br, need, d.ints)
 		} else {
 			first := unzigzag(br.readVarBits())
-			d.ints = append(unpackBlocks(&br, c.count-1, d.ints[:0]), 0)
-			copy(d.ints[1:], d.ints[:c.count-1])
+			d.ints = append(unpackBlocks(&br, need-1, d.ints[:0]), 0)
+			copy(d.ints[1:], d.ints[:need-1])
 			d.ints[0] = first
 			for j := 1; j < len(d.ints); j++ {
 				d.ints[j] = int64(uint64(d.ints[j-1]) + uint64(d.ints[j]))
@@ -529,23 +572,8 @@ func (d *Decoder) decodeColumn(c *colRef, n, lo, hi int, arena []storage.Sample,
 			return fmt.Errorf("column %s: %w", c.key, br.err)
 		}
 		for _, m := range d.ints {
-			d.vals = append(d.vals, fromDecimal(m, c.scale))
+			d.vals = append(d.vals, storage.FromDecimal(m, c.scale))
 		}
-	}
-	run := 0
-	j := 0
-	for i := 0; i < n && i < hi; i++ {
-		if c.present != nil && c.present[i>>3]&(0x80>>(i&7)) == 0 {
-			continue
-		}
-		for run+1 < len(c.units) && c.units[run+1].start <= j {
-			run++
-		}
-		if i >= lo {
-			arena[fill[i]] = storage.Sample{Series: c.key, Value: d.vals[j], Unit: c.units[run].unit}
-			fill[i]++
-		}
-		j++
 	}
 	return nil
 }

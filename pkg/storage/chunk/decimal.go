@@ -1,8 +1,9 @@
 package chunk
 
 import (
-	"math"
 	"math/bits"
+
+	"github.com/monitorhq/monitor/pkg/storage"
 )
 
 // Decimal columns. Most metrics are decimals with few digits (percentages
@@ -15,42 +16,9 @@ import (
 // deltas (values that wander), whichever is smaller.
 
 const (
-	maxScale  = 15  // 10^15 and m < 2^53 are exact in float64
-	blockSize = 128 // values per packed block
+	maxScale  = storage.MaxDecimalScale // 10^15 and m < 2^53 are exact in float64
+	blockSize = 128                     // values per packed block
 )
-
-var pow10 = func() [maxScale + 1]float64 {
-	var p [maxScale + 1]float64
-	v := 1.0
-	for i := range p {
-		p[i] = v
-		v *= 10
-	}
-	return p
-}()
-
-// exactAt returns m with v == fromDecimal(m, k), bit for bit.
-func exactAt(v float64, k int) (int64, bool) {
-	if v == 0 {
-		return 0, !math.Signbit(v)
-	}
-	s := v * pow10[k]
-	if !(math.Abs(s) < 1<<53) { // NaN and ±Inf fail too
-		return 0, false
-	}
-	m := math.Round(s)
-	if fromDecimal(int64(m), k) != v {
-		return 0, false
-	}
-	return int64(m), true
-}
-
-func fromDecimal(m int64, k int) float64 {
-	if k == 0 {
-		return float64(m)
-	}
-	return float64(m) / pow10[k]
-}
 
 // decimalColumn returns the column as integers of one scale, or ok false
 // when some value has no exact decimal form within maxScale digits.
@@ -58,7 +26,7 @@ func decimalColumn(vals []float64, ints []int64) (k int, out []int64, ok bool) {
 	out = ints[:0]
 	for _, v := range vals {
 		for {
-			if _, ok := exactAt(v, k); ok {
+			if _, ok := storage.DecimalAt(v, k); ok {
 				break
 			}
 			k++
@@ -68,7 +36,7 @@ func decimalColumn(vals []float64, ints []int64) (k int, out []int64, ok bool) {
 		}
 	}
 	for _, v := range vals {
-		m, ok := exactAt(v, k)
+		m, ok := storage.DecimalAt(v, k)
 		if !ok {
 			return 0, nil, false
 		}

@@ -98,23 +98,21 @@ func appendSample(b []byte, smp *storage.Sample) []byte {
 	return binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
 }
 
-// DecodeRecord decodes a record into s.Tags and s.Samples (those m
-// selects, nil when none); nothing refers to data after it returns.
+// DecodeRecord decodes a record of either version into s.Tags and
+// s.Samples (those m selects, nil when none); nothing refers to data after
+// it returns. Records with the same tags may share one map: read-only. A version 2 record needs its schema (AddSchema), else the
+// error is ErrNoSchema.
 func (d *Decoder) DecodeRecord(data []byte, m *storage.Matcher, s *storage.Snapshot) error {
 	r := byteReader{b: data}
-	if v := r.byte(); r.err == nil && v != RecordVersion {
-		return corrupt("record version %d, want %d", v, RecordVersion)
+	switch v := r.byte(); {
+	case r.err != nil:
+		return r.err
+	case v == RecordVersionSchema:
+		return d.decodeSchemaRecord(&r, m, s)
+	case v != RecordVersion:
+		return corrupt("record version %d, want %d or %d", v, RecordVersion, RecordVersionSchema)
 	}
-	if n := r.count(2); n > 0 {
-		s.Tags = make(map[string]string, n)
-		for i := 0; i < n && r.err == nil; i++ {
-			k := r.bytes()
-			v := r.bytes()
-			if r.err == nil {
-				s.Tags[d.intern(k)] = d.intern(v)
-			}
-		}
-	}
+	s.Tags = d.readTags(&r)
 	n := r.count(4)
 	d.recs = d.recs[:0]
 	var prev string
@@ -156,7 +154,60 @@ func (d *Decoder) DecodeRecord(data []byte, m *storage.Matcher, s *storage.Snaps
 		return corrupt("record has %d trailing bytes", len(r.b))
 	}
 	if len(d.recs) > 0 {
-		s.Samples = slices.Clone(d.recs)
+		s.Samples = d.keep(d.recs)
 	}
 	return nil
+}
+
+// keep returns a copy of samples in the Decoder's record arena: the
+// records of one range share a few large allocations instead of one each
+// (blocks start small, for a Decoder that decodes one record, and double).
+// A block is never written again once handed out, so the copies stay the
+// caller's.
+func (d *Decoder) keep(samples []storage.Sample) []storage.Sample {
+	n := len(samples)
+	if cap(d.arena)-len(d.arena) < n {
+		d.block = min(max(2*d.block, 4*n), 4096)
+		d.arena = make([]storage.Sample, 0, max(d.block, n))
+	}
+	start := len(d.arena)
+	d.arena = append(d.arena, samples...)
+	return d.arena[start:len(d.arena):len(d.arena)]
+}
+
+// readTags reads a record's tags. A record with the same tags as the one
+// the Decoder read before shares its map (records of a host mostly have
+// the same tags): the maps are read-only.
+func (d *Decoder) readTags(r *byteReader) map[string]string {
+	n := r.count(2)
+	if n == 0 {
+		return nil
+	}
+	d.tagBuf = d.tagBuf[:0]
+	for i := 0; i < n && r.err == nil; i++ {
+		k := r.bytes()
+		v := r.bytes()
+		if r.err == nil {
+			d.tagBuf = append(d.tagBuf, d.intern(k), d.intern(v))
+		}
+	}
+	if r.err != nil {
+		return nil
+	}
+	if m := d.lastTags; len(m) == n {
+		same := true
+		for i := 0; i < len(d.tagBuf) && same; i += 2 {
+			v, ok := m[d.tagBuf[i]]
+			same = ok && v == d.tagBuf[i+1]
+		}
+		if same {
+			return m
+		}
+	}
+	m := make(map[string]string, n)
+	for i := 0; i < len(d.tagBuf); i += 2 {
+		m[d.tagBuf[i]] = d.tagBuf[i+1]
+	}
+	d.lastTags = m
+	return m
 }

@@ -3,10 +3,16 @@ package embedded
 import (
 	"context"
 	"fmt"
+	"math"
+	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/monitorhq/monitor/pkg/loadgen"
 	"github.com/monitorhq/monitor/pkg/storage"
 	"github.com/monitorhq/monitor/pkg/storage/chunk"
 	"github.com/monitorhq/monitor/pkg/storage/storagetest"
@@ -126,6 +132,9 @@ func BenchmarkRangeLatency(b *testing.B) {
 		}
 	}
 	flush()
+	if err := s.sweep(); err != nil { // seal the past hours, as the sweeper would
+		b.Fatal(err)
+	}
 	b.Run("1h-raw", func(b *testing.B) {
 		storagetest.Latencies(b, func() error {
 			got, err := s.Range(ctx, storage.RangeQuery{HostID: "hour-host", From: to - 719*5, To: to})
@@ -150,4 +159,130 @@ func BenchmarkRangeLatency(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkDiskBytes writes six hours of one host at 5 s (the load
+// generator's 50 series, independent draws), seals them, and reports the
+// bytes the raw data takes in the file's pages (bbolt's in-use bytes of
+// the records and chunks buckets), per sample; rollups off.
+func BenchmarkDiskBytes(b *testing.B) {
+	tpl, err := loadgen.NewTemplate(50)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < b.N; i++ {
+		// The clock stands at the start while writing (nothing is sealed),
+		// then moves to now for the sweep.
+		start := windowOf(time.Now().Unix()) - 6*chunkSpan
+		clock := &storagetest.Clock{}
+		clock.Advance(time.Unix(start, 0).Sub(time.Now()))
+		s := openT(b, b.TempDir(), Options{NoRollups: true, SweepInterval: time.Hour, Retention: 24 * time.Hour, Now: clock.Now})
+		ctx := context.Background()
+		var batch []storage.Snapshot
+		n := 0
+		for ts := start; ts < start+6*chunkSpan; ts += 5 {
+			batch = append(batch, tpl.Snapshot("disk-host", ts, uint64(ts)))
+			n++
+			if len(batch) == 100 {
+				if err := s.WriteSnapshots(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+				batch = batch[:0]
+			}
+		}
+		inUse := func() int {
+			total := 0
+			_ = s.db.View(func(tx *bolt.Tx) error {
+				for _, name := range [][]byte{bucketSnapshots, bucketChunks} {
+					st := tx.Bucket(name).Stats()
+					total += st.LeafInuse + st.BranchInuse
+				}
+				return nil
+			})
+			return total
+		}
+		records := inUse()
+		clock.Advance(time.Now().Sub(clock.Now()))
+		if err := s.sweep(); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(records)/float64(n*50), "record-bytes/sample")
+		b.ReportMetric(float64(inUse())/float64(n*50), "sealed-bytes/sample")
+		s.Close()
+	}
+}
+
+// BenchmarkRecordedCompression reports the chunk encoding's bytes per
+// sample on data a real agent recorded: the embedded directory of a
+// `monitor standalone` run (its -data DIR/embedded), given as
+// MONITOR_RECORDED_DIR (a copy: the running broker holds the file's lock).
+// Each host's snapshots are encoded as one chunk per hour; the second
+// figure is the same data with every value rounded to 0.01, what an
+// agent rounding its ratios and rates would send.
+//
+//	monitor standalone -data /tmp/rec -interval 1s   # a few minutes, then stop it
+//	MONITOR_RECORDED_DIR=/tmp/rec/embedded go test -run XXX -bench Recorded ./pkg/storage/embedded
+func BenchmarkRecordedCompression(b *testing.B) {
+	dir := os.Getenv("MONITOR_RECORDED_DIR")
+	if dir == "" {
+		b.Skip("MONITOR_RECORDED_DIR is not set")
+	}
+	s := openT(b, dir, Options{SweepInterval: time.Hour, Retention: 365 * 24 * time.Hour})
+	defer s.Close()
+	ctx := context.Background()
+	hosts, err := s.Hosts(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var snaps [][]storage.Snapshot
+	samples := 0
+	for _, h := range hosts {
+		got, err := s.Range(ctx, storage.RangeQuery{HostID: h.ID, From: 0, To: math.MaxInt64})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for len(got) > 0 { // one chunk per hour
+			n := 1
+			for n < len(got) && windowOf(got[n].Timestamp) == windowOf(got[0].Timestamp) {
+				n++
+			}
+			snaps = append(snaps, got[:n])
+			for _, sn := range got[:n] {
+				samples += len(sn.Samples)
+			}
+			got = got[n:]
+		}
+	}
+	if samples == 0 {
+		b.Fatalf("no samples in %s", dir)
+	}
+	size := func(round bool) int {
+		total := 0
+		for _, hour := range snaps {
+			if round {
+				hour = slices.Clone(hour)
+				for i := range hour {
+					hour[i].Samples = slices.Clone(hour[i].Samples)
+					for j := range hour[i].Samples {
+						if v := hour[i].Samples[j].Value; math.Abs(v) < 1e15 {
+							hour[i].Samples[j].Value = math.Round(v*100) / 100
+						}
+					}
+				}
+			}
+			enc, err := chunk.Encode(nil, hour)
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += len(enc)
+		}
+		return total
+	}
+	var exact, rounded int
+	for i := 0; i < b.N; i++ {
+		exact, rounded = size(false), size(true)
+	}
+	b.ReportMetric(float64(samples), "samples")
+	b.ReportMetric(float64(exact)/float64(samples), "bytes/sample")
+	b.ReportMetric(float64(rounded)/float64(samples), "rounded-bytes/sample")
 }

@@ -5,7 +5,7 @@
 // # Layout
 //
 //	bucket "meta"
-//	    "format" -> one byte, the layout version (1)
+//	    "format" -> one byte, the layout version (2)
 //	bucket "hosts"
 //	    {hostId} -> JSON host record: the agent's info and labels,
 //	                first_seen, last_registered, last_heartbeat (Unix s)
@@ -13,7 +13,12 @@
 //	    bucket {hostId}
 //	        8-byte big-endian timestamp -> encoded snapshot (a pkg/storage/chunk record:
 //	        version byte, tags, samples sorted by series, each value a
-//	        float64 or a zigzag varint when integral)
+//	        float64 or a zigzag varint when integral): the open hour, and
+//	        late data for hours sealed already
+//	bucket "chunks"
+//	    bucket {hostId}
+//	        8-byte big-endian hour start -> the hour's snapshots sealed
+//	        into one pkg/storage/chunk chunk (chunks.go)
 //	bucket "rollup_1m", "rollup_1h"
 //	    bucket {hostId}
 //	        8-byte big-endian bucket start -> the bucket's aggregates, one
@@ -24,12 +29,15 @@
 //	        8-byte big-endian hour start -> 450-byte bitmap of the
 //	        timestamps of the hour already counted in the rollups
 //
-// Big-endian keys keep a host's snapshots in time order, so a range is one
-// cursor seek and a walk, and the newest snapshot is the last key. The
+// Big-endian keys keep a host's snapshots in time order, so a range is a
+// cursor seek and a walk in each form, and the newest snapshot is the last
+// key of one of them. An hour is sealed into a chunk once it is over
+// (chunks.go): about 2 bytes per sample instead of about 34. The
 // rollups follow storage.Store's contract exactly as the Redis backend does
 // (counted once per host and timestamp, in the snapshots' transaction).
 // Files written before rollups existed get the rollup buckets on Open and
-// rollups from then on.
+// rollups from then on; files of format 1 (records only, no chunks) are
+// upgraded on Open and their past hours sealed by the sweeper.
 //
 // # Retention
 //
@@ -75,9 +83,14 @@ import (
 // FileName is the database file inside the data directory.
 const FileName = "monitor.db"
 
-// formatVersion is the file's layout version; snapshot values are
-// pkg/storage/chunk records (chunk.AppendRecord) of the same version.
-const formatVersion = chunk.RecordVersion
+// formatVersion is the file's layout version: 2 adds the chunks bucket.
+// A file of version 1 (records only) is upgraded on Open; a binary that
+// knows only version 1 refuses a version 2 file instead of missing the
+// sealed hours.
+const (
+	formatVersion  = 2
+	formatNoChunks = 1
+)
 
 // Defaults.
 const (
@@ -186,10 +199,15 @@ func Open(dir string, opts Options, logger *slog.Logger) (*Store, error) {
 			if err := meta.Put(keyFormat, []byte{formatVersion}); err != nil {
 				return err
 			}
+		case len(v) == 1 && v[0] == formatNoChunks:
+			logger.Info("embedded storage: upgrading the file to layout version 2; past hours are sealed into chunks in the background", "path", path)
+			if err := meta.Put(keyFormat, []byte{formatVersion}); err != nil {
+				return err
+			}
 		case len(v) != 1 || v[0] != formatVersion:
 			return fmt.Errorf("layout version %v is not %d (written by another version?)", v, formatVersion)
 		}
-		for _, b := range [][]byte{bucketHosts, bucketSnapshots, bucketRollupMinute, bucketRollupHour, bucketRollupSeen} {
+		for _, b := range [][]byte{bucketHosts, bucketSnapshots, bucketChunks, bucketRollupMinute, bucketRollupHour, bucketRollupSeen} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -270,6 +288,10 @@ func (s *Store) WriteSnapshots(ctx context.Context, snaps []storage.Snapshot) er
 		arena = chunk.AppendRecord(arena, &snaps[i])
 		vals[i] = arena[start:len(arena):len(arena)]
 	}
+	// The windows the call touched, per host, and the hosts with closed
+	// windows to seal once the write is stored.
+	touched := map[string][]int64{}
+	var toSeal []string
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		root := tx.Bucket(bucketSnapshots)
 		var b *bolt.Bucket
@@ -286,6 +308,16 @@ func (s *Store) WriteSnapshots(ctx context.Context, snaps []storage.Snapshot) er
 			if err := b.Put(keys[i], vals[i]); err != nil {
 				return fmt.Errorf("put snapshot %s@%d: %w", snaps[i].HostID, snaps[i].Timestamp, err)
 			}
+			ws := touched[bHost]
+			if w := windowOf(snaps[i].Timestamp); !slices.Contains(ws, w) {
+				touched[bHost] = append(ws, w)
+			}
+		}
+		now := s.now().Unix()
+		for h := range touched {
+			if hostNeedsSeal(tx, []byte(h), now) {
+				toSeal = append(toSeal, h)
+			}
 		}
 		if s.opts.NoRollups {
 			return nil
@@ -294,6 +326,10 @@ func (s *Store) WriteSnapshots(ctx context.Context, snaps []storage.Snapshot) er
 	})
 	if err != nil {
 		return fmt.Errorf("write %d snapshots: %w", len(snaps), err)
+	}
+	if len(toSeal) > 0 {
+		slices.Sort(toSeal)
+		s.sealAfterWrite(toSeal, touched)
 	}
 	return nil
 }
@@ -313,11 +349,16 @@ func (s *Store) Range(ctx context.Context, q storage.RangeQuery) ([]storage.Snap
 	}
 	var out []storage.Snapshot
 	err := s.db.View(func(tx *bolt.Tx) error {
+		d := chunk.NewDecoder()
+		sealed, err := readChunks(tx, d, nil, q.HostID, from, q.To, q.Match)
+		if err != nil {
+			return err
+		}
+		defer func() { out = dropEmpty(chunk.Merge(sealed, out), q.Match) }()
 		b := tx.Bucket(bucketSnapshots).Bucket([]byte(q.HostID))
 		if b == nil {
 			return nil
 		}
-		d := chunk.NewDecoder()
 		c := b.Cursor()
 		n := 0
 		for k, v := c.Seek(tsKey(nil, from)); k != nil; k, v = c.Next() {
@@ -333,9 +374,6 @@ func (s *Store) Range(ctx context.Context, q storage.RangeQuery) ([]storage.Snap
 			snap := storage.Snapshot{HostID: q.HostID, Timestamp: ts}
 			if err := d.DecodeRecord(v, q.Match, &snap); err != nil {
 				return fmt.Errorf("snapshot %d: %w", ts, err)
-			}
-			if q.Match != nil && len(snap.Samples) == 0 {
-				continue
 			}
 			out = append(out, snap)
 		}
@@ -359,17 +397,38 @@ func (s *Store) Latest(ctx context.Context, hostID string) (storage.Snapshot, bo
 	ok := false
 	cut := s.cutoff()
 	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSnapshots).Bucket([]byte(hostID))
-		if b == nil {
-			return nil
+		var k, v []byte
+		if b := tx.Bucket(bucketSnapshots).Bucket([]byte(hostID)); b != nil {
+			k, v = b.Cursor().Last()
 		}
-		k, v := b.Cursor().Last()
-		if k == nil || keyTS(k) < cut {
-			return nil
+		sealed, last, err := lastChunked(tx, []byte(hostID))
+		if err != nil {
+			return err
 		}
-		snap = storage.Snapshot{HostID: hostID, Timestamp: keyTS(k)}
-		if err := chunk.NewDecoder().DecodeRecord(v, nil, &snap); err != nil {
-			return fmt.Errorf("snapshot %d: %w", snap.Timestamp, err)
+		d := chunk.NewDecoder()
+		switch {
+		case k != nil && keyTS(k) >= last: // the record wins a timestamp both hold
+			if keyTS(k) < cut {
+				return nil
+			}
+			snap = storage.Snapshot{HostID: hostID, Timestamp: keyTS(k)}
+			if err := d.DecodeRecord(v, nil, &snap); err != nil {
+				return fmt.Errorf("snapshot %d: %w", snap.Timestamp, err)
+			}
+		case sealed != nil:
+			if last < cut {
+				return nil
+			}
+			got, err := d.Decode(nil, sealed, hostID, last, last, nil)
+			if err != nil {
+				return fmt.Errorf("snapshot %d: %w", last, err)
+			}
+			if len(got) != 1 {
+				return fmt.Errorf("snapshot %d: the chunk that ends with it decoded to %d snapshots", last, len(got))
+			}
+			snap = got[0]
+		default:
+			return nil
 		}
 		ok = true
 		return nil
@@ -410,17 +469,28 @@ func (r *hostRecord) activity(lastData int64) int64 {
 	return max(r.LastRegistered, r.LastHeartbeat, lastData)
 }
 
-// lastData returns the timestamp of the host's newest snapshot (0: none).
+// lastData returns the timestamp of the host's newest snapshot (0: none),
+// a record or the end of the newest chunk (an unreadable chunk counts as
+// none here: Range and Latest report it).
 func lastData(tx *bolt.Tx, id []byte) int64 {
-	b := tx.Bucket(bucketSnapshots).Bucket(id)
-	if b == nil {
-		return 0
+	var last int64
+	if b := tx.Bucket(bucketSnapshots).Bucket(id); b != nil {
+		if k, _ := b.Cursor().Last(); k != nil {
+			last = keyTS(k)
+		}
 	}
-	k, _ := b.Cursor().Last()
-	if k == nil {
-		return 0
+	if _, t, err := lastChunked(tx, id); err == nil {
+		last = max(last, t)
 	}
-	return keyTS(k)
+	return last
+}
+
+// dropEmpty omits snapshots a matcher left without samples.
+func dropEmpty(snaps []storage.Snapshot, m *storage.Matcher) []storage.Snapshot {
+	if m == nil {
+		return snaps
+	}
+	return slices.DeleteFunc(snaps, func(s storage.Snapshot) bool { return len(s.Samples) == 0 })
 }
 
 // liveRecord returns the host's registration unless it has lapsed (no
@@ -527,22 +597,31 @@ func (s *Store) Hosts(ctx context.Context) ([]storage.Host, error) {
 	cut := s.cutoff()
 	var out []storage.Host
 	err := s.db.View(func(tx *bolt.Tx) error {
-		hosts := tx.Bucket(bucketHosts)
-		// Both buckets iterate in id order: merge them.
-		hc := hosts.Cursor()
-		dc := tx.Bucket(bucketSnapshots).Cursor()
-		hk, _ := hc.First()
-		dk, _ := dc.First()
-		for hk != nil || dk != nil {
-			var id []byte
-			switch {
-			case dk == nil || (hk != nil && bytes.Compare(hk, dk) < 0):
-				id, hk = hk, nextKey(hc)
-			case hk == nil || bytes.Compare(dk, hk) < 0:
-				id, dk = dk, nextKey(dc)
-			default:
-				id, hk, dk = hk, nextKey(hc), nextKey(dc)
+		// Hosts with a record, records or chunks: the buckets iterate in
+		// id order, merge them.
+		var ids [][]byte
+		for _, root := range [][]byte{bucketHosts, bucketSnapshots, bucketChunks} {
+			var next [][]byte
+			c := tx.Bucket(root).Cursor()
+			k, _ := c.First()
+			i := 0
+			for k != nil || i < len(ids) {
+				switch {
+				case k == nil || (i < len(ids) && bytes.Compare(ids[i], k) < 0):
+					next = append(next, ids[i])
+					i++
+				case i == len(ids) || bytes.Compare(k, ids[i]) < 0:
+					next = append(next, k)
+					k = nextKey(c)
+				default:
+					next = append(next, k)
+					k = nextKey(c)
+					i++
+				}
 			}
+			ids = next
+		}
+		for _, id := range ids {
 			r, last, err := s.liveRecord(tx, id)
 			if err != nil {
 				return err
@@ -594,6 +673,10 @@ func (s *Store) sweeper() {
 
 // sweep runs one pass; it returns early (nil) when Close is called.
 func (s *Store) sweep() error {
+	sealed, err := s.sealAll()
+	if err != nil {
+		return err
+	}
 	now := s.now()
 	// Per root bucket, keys (timestamps or bucket starts) below the cut go.
 	roots := []struct {
@@ -601,6 +684,8 @@ func (s *Store) sweep() error {
 		cut  int64
 	}{
 		{bucketSnapshots, s.cutoff()},
+		// A chunk is needed while its window's last second is.
+		{bucketChunks, s.cutoff() - chunkSpan + 1},
 		{bucketRollupMinute, now.Add(-s.opts.Rollups.Minute).Unix()},
 		{bucketRollupHour, now.Add(-s.opts.Rollups.Hour).Unix()},
 		// An hour's bitmap is needed while the hour's last second is
@@ -641,7 +726,7 @@ func (s *Store) sweep() error {
 		}
 	}
 	lapsed := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		hosts := tx.Bucket(bucketHosts)
 		var dead [][]byte
 		err := hosts.ForEach(func(k, _ []byte) error {
@@ -668,8 +753,8 @@ func (s *Store) sweep() error {
 	if err != nil {
 		return fmt.Errorf("sweep host records: %w", err)
 	}
-	if deleted+buckets+lapsed > 0 {
-		s.logger.Debug("embedded storage swept", "keys", deleted, "host_buckets", buckets, "host_records", lapsed)
+	if sealed+deleted+buckets+lapsed > 0 {
+		s.logger.Debug("embedded storage swept", "sealed_windows", sealed, "keys", deleted, "host_buckets", buckets, "host_records", lapsed)
 	}
 	return nil
 }

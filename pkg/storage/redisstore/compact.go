@@ -9,6 +9,9 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 
@@ -28,8 +31,11 @@ import (
 //	    + 1 h, refreshed by writes and seals
 //	{prefix}head:{hostId}:{w}    HASH, TTL Retention + 1 h refreshed by
 //	    every write to it: the open window, or late data for a sealed
-//	    one. Field {ts} = the snapshot's record (chunk.AppendRecord: tags,
-//	    samples sorted by series), field v = a version every write bumps
+//	    one. Field {ts} = the snapshot's record (chunk.AppendSchemaRecord:
+//	    tags and values; version 1 records, chunk.AppendRecord, from
+//	    before schemas and from ConvertHost are read too), field s:{id} =
+//	    the schema (series and units) records refer to by id (hex),
+//	    field v = a version every write bumps
 //	{prefix}index:head:{hostId}  ZSET member = score = {w}, TTL as the
 //	    chunk index
 //	{prefix}lastdata             ZSET member = host id, score = its newest
@@ -41,7 +47,8 @@ import (
 // host — the open chunk is rebuilt from the head, not kept in a broker.
 // A write also asks which of the host's heads belong to windows that ended
 // more than sealDelay ago (a ZRANGEBYSCORE in the same pipeline) and, when
-// there are some, seals them: it reads the head and the window's chunk,
+// there are some it did not write to itself (sealAfterWrite), seals them:
+// it reads the head and the window's chunk,
 // merges them (the head's record wins a timestamp both hold: it is the
 // newer write), encodes one chunk and stores it with sealCommit, which
 // refuses if the head's version or the chunk changed meanwhile (the seal
@@ -124,6 +131,11 @@ func (s *Store) compactTTL() int64 { return ttlSeconds(s.cfg.Retention) + chunkS
 // records, and the query for heads ready to seal; snaps[i] for i in idx.
 func (s *Store) queueCompact(ctx context.Context, pipe redis.Pipeliner, sh *shard, host string, snaps []*storage.Snapshot, cutoff, now int64) *redis.StringSliceCmd {
 	byWindow := map[int64][]interface{}{}
+	type windowSchema struct {
+		w  int64
+		id chunk.SchemaID
+	}
+	schemas := map[windowSchema]bool{}
 	var windows []int64
 	newest := int64(math.MinInt64)
 	for _, sn := range snaps {
@@ -133,7 +145,18 @@ func (s *Store) queueCompact(ctx context.Context, pipe redis.Pipeliner, sh *shar
 			windows = append(windows, w)
 			args = []interface{}{"hset", sh.keys.head(host, w)}
 		}
-		byWindow[w] = append(args, strconv.FormatInt(sn.Timestamp, 10), chunk.AppendRecord(nil, sn))
+		var fields []interface{}
+		rec := chunk.AppendSchemaRecord(nil, sn, func(id chunk.SchemaID, sch []byte) {
+			// Each schema in the same HSET as its first record of the
+			// call: HSET of an existing schema field writes the same
+			// bytes again.
+			if ws := (windowSchema{w, id}); !schemas[ws] {
+				schemas[ws] = true
+				fields = append(fields, schemaField(id), slices.Clone(sch))
+			}
+		})
+		args = append(args, strconv.FormatInt(sn.Timestamp, 10), rec)
+		byWindow[w] = append(args, fields...)
 		newest = max(newest, sn.Timestamp)
 	}
 	ttl := s.compactTTL()
@@ -248,6 +271,54 @@ func readWindows(ctx context.Context, c redis.UniversalClient, sh *shard, host s
 	return out, nil
 }
 
+// schemaPrefix starts a head's schema fields.
+const schemaPrefix = "s:"
+
+func schemaField(id chunk.SchemaID) string { return schemaPrefix + hex.EncodeToString(id[:]) }
+
+// addSchemas gives dec the schemas among a head's fields.
+func addSchemas(dec *chunk.Decoder, head []redis.KeyValue) error {
+	for _, kv := range head {
+		h, ok := strings.CutPrefix(kv.Key, schemaPrefix)
+		if !ok {
+			continue
+		}
+		var id chunk.SchemaID
+		if n, err := hex.Decode(id[:], []byte(h)); err != nil || n != len(id) {
+			return fmt.Errorf("schema field %q: not a schema id", kv.Key)
+		}
+		if err := dec.AddSchema(id, readOnlyBytes(kv.Value)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// schemaCache keeps the schemas Latest needed, by id; it is emptied when
+// it holds schemaCacheMax (a host sends one or a few schemas).
+type schemaCache struct {
+	mu sync.Mutex
+	m  map[chunk.SchemaID][]byte
+}
+
+const schemaCacheMax = 4096
+
+func (c *schemaCache) get(id chunk.SchemaID) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, ok := c.m[id]
+	return b, ok
+}
+
+func (c *schemaCache) put(id chunk.SchemaID, b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= schemaCacheMax {
+		c.m = map[chunk.SchemaID][]byte{}
+	}
+	c.m[id] = b
+}
+
 // decodeWindow returns the window's snapshots with from <= ts <= to, in
 // time order, the head's over the chunk's.
 func decodeWindow(dec *chunk.Decoder, sh *shard, host string, w int64, d *windowData, from, to int64, m *storage.Matcher) ([]storage.Snapshot, error) {
@@ -260,6 +331,9 @@ func decodeWindow(dec *chunk.Decoder, sh *shard, host string, w int64, d *window
 	}
 	if len(d.head) == 0 {
 		return old, nil
+	}
+	if err := addSchemas(dec, d.head); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", sh.keys.head(host, w), err)
 	}
 	recs := make([]storage.Snapshot, 0, len(d.head))
 	for _, kv := range d.head {
@@ -274,7 +348,7 @@ func decodeWindow(dec *chunk.Decoder, sh *shard, host string, w int64, d *window
 			continue
 		}
 		sn := storage.Snapshot{HostID: host, Timestamp: ts}
-		if err := dec.DecodeRecord([]byte(kv.Value), m, &sn); err != nil {
+		if err := dec.DecodeRecord(readOnlyBytes(kv.Value), m, &sn); err != nil {
 			return nil, fmt.Errorf("decode %s field %s: %w", sh.keys.head(host, w), kv.Key, err)
 		}
 		recs = append(recs, sn)
@@ -282,6 +356,13 @@ func decodeWindow(dec *chunk.Decoder, sh *shard, host string, w int64, d *window
 	slices.SortFunc(recs, func(a, b storage.Snapshot) int { return int(a.Timestamp - b.Timestamp) })
 	return chunk.Merge(old, recs), nil
 }
+
+// readOnlyBytes returns the bytes of s without copying them, for a
+// decoder that only reads its input and copies what it keeps
+// (chunk.Decoder.DecodeRecord, AddSchema): a head holds up to 720 records
+// (2 KB each in version 1), and copying every one only to parse it
+// doubled a range's allocations.
+func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // readRangeAll reads the host's snapshots with from <= ts <= to from every
 // form on the shard: chunks, heads and the seed's hashes.
@@ -368,10 +449,11 @@ func (s *Store) latestCompact(ctx context.Context, sh *shard, hostID string) (st
 	if ts < s.cutoff() {
 		return storage.Snapshot{}, false, true, nil
 	}
-	rec, err := sh.client.HGet(ctx, sh.keys.head(hostID, windowOf(ts)), strconv.FormatInt(ts, 10)).Bytes()
+	head := sh.keys.head(hostID, windowOf(ts))
+	rec, err := sh.client.HGet(ctx, head, strconv.FormatInt(ts, 10)).Bytes()
 	if err == nil {
 		snap := storage.Snapshot{HostID: hostID, Timestamp: ts}
-		if err := chunk.NewDecoder().DecodeRecord(rec, nil, &snap); err != nil {
+		if err := s.decodeLatest(ctx, sh, head, rec, &snap); err != nil {
 			return storage.Snapshot{}, false, true, fmt.Errorf("latest %s on redis shard %s: %w", hostID, sh.name, err)
 		}
 		return snap, true, true, nil
@@ -387,6 +469,43 @@ func (s *Store) latestCompact(ctx context.Context, sh *shard, hostID string) (st
 		return storage.Snapshot{}, false, false, nil // sealed meanwhile or gone: the slow path
 	}
 	return got[len(got)-1], true, true, nil
+}
+
+// decodeLatest decodes one head record, with its schema from the cache or
+// else from the head.
+func (s *Store) decodeLatest(ctx context.Context, sh *shard, head string, rec []byte, snap *storage.Snapshot) error {
+	dec := chunk.NewDecoder()
+	missing, _ := dec.RecordSchemas(rec)
+	var fetch []string
+	var fetchIDs []chunk.SchemaID
+	for _, id := range missing {
+		if sch, ok := s.schemas.get(id); ok {
+			if err := dec.AddSchema(id, sch); err != nil {
+				return fmt.Errorf("%s: %w", head, err)
+			}
+			continue
+		}
+		fetch = append(fetch, schemaField(id))
+		fetchIDs = append(fetchIDs, id)
+	}
+	if len(fetch) > 0 {
+		vals, err := sh.client.HMGet(ctx, head, fetch...).Result()
+		if err != nil {
+			return fmt.Errorf("read schemas of %s: %w", head, err)
+		}
+		for i, v := range vals {
+			str, ok := v.(string)
+			if !ok {
+				return fmt.Errorf("%s: %w: field %s", head, chunk.ErrNoSchema, fetch[i])
+			}
+			id := fetchIDs[i]
+			if err := dec.AddSchema(id, []byte(str)); err != nil {
+				return fmt.Errorf("%s: %w", head, err)
+			}
+			s.schemas.put(id, []byte(str))
+		}
+	}
+	return dec.DecodeRecord(rec, nil, snap)
 }
 
 // Seal seals every head of hostID on its owner whose window ended more than
@@ -485,14 +604,22 @@ func (s *Store) seal(ctx context.Context, sh *shard, host string, windows []int6
 	return nil
 }
 
-// sealAfterWrite seals the windows a write's pipeline reported; a failure
-// is logged, not returned: the write itself is stored.
-func (s *Store) sealAfterWrite(ctx context.Context, sh *shard, host string, cmd *redis.StringSliceCmd) {
+// sealAfterWrite seals the windows a write's pipeline reported, except
+// those the write itself touched (snaps): a host sending a closed window's
+// data — an agent replaying its spool — sends more of it in its next
+// calls, and sealing on each of them would re-read and re-encode the
+// window every call. Such a window is sealed by the first write that no
+// longer touches it. A failure is logged, not returned: the write itself
+// is stored.
+func (s *Store) sealAfterWrite(ctx context.Context, sh *shard, host string, cmd *redis.StringSliceCmd, snaps []*storage.Snapshot) {
 	if cmd == nil || len(cmd.Val()) == 0 {
 		return
 	}
 	windows, err := rollupStarts(cmd.Val())
 	if err == nil {
+		windows = slices.DeleteFunc(windows, func(w int64) bool {
+			return slices.ContainsFunc(snaps, func(sn *storage.Snapshot) bool { return windowOf(sn.Timestamp) == w })
+		})
 		err = s.seal(ctx, sh, host, windows)
 	}
 	if err != nil {

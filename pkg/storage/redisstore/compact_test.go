@@ -2,12 +2,16 @@ package redisstore
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/monitorhq/monitor/internal/redistest"
 	"github.com/monitorhq/monitor/pkg/storage"
+	"github.com/monitorhq/monitor/pkg/storage/chunk"
 	"github.com/monitorhq/monitor/pkg/storage/storagetest"
 )
 
@@ -83,7 +87,9 @@ func TestCompactSealsAndMerges(t *testing.T) {
 	}
 	check("sealed")
 	// A late rewrite of a sealed snapshot: a head for its window, read
-	// over the chunk, and sealed into it by the next write.
+	// over the chunk, and sealed into it by the next write that does not
+	// touch the window (one that does would re-seal it on every call of a
+	// replay).
 	late := want[10]
 	late.Samples = []storage.Sample{{Series: "cpu", Value: 99.5, Unit: "%"}}
 	late.Tags = nil
@@ -91,12 +97,21 @@ func TestCompactSealsAndMerges(t *testing.T) {
 		t.Fatal(err)
 	}
 	want[10] = late
+	check("late rewrite in a head")
+	if heads := raw.ZRange(ctx, s.cfg.KeyPrefix+"index:head:c1", 0, -1).Val(); len(heads) != 2 {
+		t.Fatalf("heads %v after the late rewrite, want its window's and the current one", heads)
+	}
+	next := storage.Snapshot{HostID: "c1", Timestamp: now.Timestamp + 1, Samples: []storage.Sample{{Series: "cpu", Value: 2}}}
+	if err := s.WriteSnapshots(ctx, []storage.Snapshot{next}); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, next)
 	check("late rewrite sealed again")
 	if n, err := s.Seal(ctx, "c1"); err != nil || n != 0 {
 		t.Fatalf("Seal = %d, %v; the write sealed the late head already", n, err)
 	}
 	snap, ok, err := s.Latest(ctx, "c1")
-	if err != nil || !ok || snap.Timestamp != now.Timestamp {
+	if err != nil || !ok || snap.Timestamp != next.Timestamp {
 		t.Fatalf("Latest = %d, %v, %v", snap.Timestamp, ok, err)
 	}
 	// The memory of a sealed window: about 2 bytes per sample or less.
@@ -221,4 +236,73 @@ func midWindow() *storagetest.Clock {
 	now := time.Now().Unix()
 	c.Advance(time.Duration(windowOf(now)+chunkSpan/2-now) * time.Second)
 	return c
+}
+
+// TestCompactReadsVersion1Heads: heads written before schema records
+// (version 1 records, series names in each) read and seal as before, mixed
+// with version 2 records in one head.
+func TestCompactReadsVersion1Heads(t *testing.T) {
+	srv := redistest.Start(t)
+	clock := midWindow()
+	cfg := compactConfig(clock, ShardConfig{Addr: srv.Addr})
+	cfg.Retention = 24 * time.Hour
+	s := openStore(t, cfg)
+	ctx := ctxT(t)
+	raw := rawClient(t, srv.Addr)
+	w := windowOf(clock.Now().Unix()) - chunkSpan
+	mk := func(ts int64, v float64) storage.Snapshot {
+		return storage.Snapshot{HostID: "old", Timestamp: ts, Tags: map[string]string{"env": "t"},
+			Samples: []storage.Sample{{Series: "cpu", Value: v, Unit: "%"}, {Series: "mem", Value: 16 << 30, Unit: "bytes"}}}
+	}
+	old := mk(w+10, 12.25)
+	if err := raw.HSet(ctx, s.cfg.KeyPrefix+"head:old:"+fmt.Sprint(w), fmt.Sprint(old.Timestamp), chunk.AppendRecord(nil, &old), headVersion, 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.ZAdd(ctx, s.cfg.KeyPrefix+"index:head:old", redis.Z{Score: float64(w), Member: w}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := mk(w+15, 13.5)
+	if err := s.WriteSnapshots(ctx, []storage.Snapshot{fresh}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string) {
+		t.Helper()
+		got, err := s.Range(ctx, storage.RangeQuery{HostID: "old", From: w, To: w + chunkSpan})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || fmt.Sprint(got[0].Samples, got[1].Samples, got[0].Tags) != fmt.Sprint(old.Samples, fresh.Samples, old.Tags) {
+			t.Fatalf("%s: Range = %+v", what, got)
+		}
+	}
+	check("in the head")
+	if n, err := s.Seal(ctx, "old"); err != nil || n != 1 {
+		t.Fatalf("Seal = %d, %v", n, err)
+	}
+	check("sealed")
+}
+
+// TestCompactLatestSchemas: Latest finds the schemas of the newest record
+// whether this store has met them (cache) or not (a fresh store, a family
+// of series that just appeared).
+func TestCompactLatestSchemas(t *testing.T) {
+	srv := redistest.Start(t)
+	clock := midWindow()
+	cfg := compactConfig(clock, ShardConfig{Addr: srv.Addr})
+	s := openStore(t, cfg)
+	ctx := ctxT(t)
+	now := clock.Now().Unix()
+	base := []storage.Sample{{Series: "cpu.usage_percent", Value: 12.5, Unit: "%"}, {Series: "mem.used_bytes", Value: 1 << 30, Unit: "bytes"}}
+	for i, extra := range [][]storage.Sample{nil, {{Series: "process.cpu_percent{pid=7}", Value: 0.25, Unit: "%"}}, {{Series: "process.cpu_percent{pid=8}", Value: 3}}} {
+		snap := storage.Snapshot{HostID: "l", Timestamp: now - 10 + int64(i), Samples: append(slices.Clone(base), extra...)}
+		if err := s.WriteSnapshots(ctx, []storage.Snapshot{snap}); err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range []*Store{s, openStore(t, cfg)} {
+			got, ok, err := st.Latest(ctx, "l")
+			if err != nil || !ok || got.Timestamp != snap.Timestamp || fmt.Sprint(got.Samples) != fmt.Sprint(snap.Samples) {
+				t.Fatalf("write %d: Latest = %+v, %v, %v; want %+v", i, got, ok, err, snap)
+			}
+		}
+	}
 }

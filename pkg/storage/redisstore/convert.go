@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
@@ -113,7 +114,13 @@ func (s *Store) seedToCompact(ctx context.Context, sh *shard, host string) (int,
 			if byWindow[w] == nil {
 				byWindow[w] = []interface{}{ttl, w}
 			}
-			byWindow[w] = append(byWindow[w], strconv.FormatInt(snap.Timestamp, 10), chunk.AppendRecord(nil, &snap))
+			var fields []interface{}
+			rec := chunk.AppendSchemaRecord(nil, &snap, func(id chunk.SchemaID, sch []byte) {
+				if f := schemaField(id); !slices.Contains(byWindow[w], interface{}(f)) && !slices.Contains(fields, interface{}(f)) {
+					fields = append(fields, f, slices.Clone(sch))
+				}
+			})
+			byWindow[w] = append(append(byWindow[w], strconv.FormatInt(snap.Timestamp, 10), rec), fields...)
 			newest = max(newest, snap.Timestamp)
 			converted++
 			return nil

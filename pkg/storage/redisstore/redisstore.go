@@ -86,8 +86,8 @@
 //
 // With Config.Layout = LayoutCompact the raw snapshots are kept instead as
 // compressed chunks per host and hour ({prefix}chunk:{hostId}:{w}) and a
-// head of raw records for the open hour ({prefix}head:{hostId}:{w}), about
-// 2.5 bytes per sample instead of 78; compact.go documents the keys, the
+// head of records for the open hour ({prefix}head:{hostId}:{w}), about
+// 2 bytes per sample instead of 78; compact.go documents the keys, the
 // sealing, and how reads in either layout see both (convert.go moves a
 // running cluster from one to the other).
 //
@@ -336,6 +336,10 @@ type Store struct {
 	// tokenPrefix and commits name rollup commits' temporary keys.
 	tokenPrefix string
 	commits     atomic.Uint64
+
+	// schemas caches the compact layout's record schemas for Latest
+	// (compact.go); a schema never changes once written.
+	schemas schemaCache
 
 	closeOnce sync.Once
 	closeErr  error
@@ -637,7 +641,7 @@ func (s *Store) writeShardOnce(ctx context.Context, t *topology, sh *shard, snap
 		}
 	}
 	for k, cmd := range seals {
-		s.sealAfterWrite(ctx, sh, order[k], cmd)
+		s.sealAfterWrite(ctx, sh, order[k], cmd, hosts[order[k]].snaps)
 	}
 	return nil
 }
