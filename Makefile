@@ -146,11 +146,13 @@ check: deps tools
 	  [ "$$(ls proto/*.pb.go | wc -l)" = "$$(ls $$tmp/*.pb.go | wc -l)" ] || { echo "make proto produced a different set of files"; rm -rf $$tmp; exit 1; }; rm -rf $$tmp
 	@echo "check ok"
 
-# bench measures the write path, Redis memory and range queries against a
-# redis-server it starts itself, prints a table and writes
-# bench/results.json (figures and how they were made: BENCHMARKS.md).
+# bench runs the whole suite against redis-servers and binaries it starts
+# itself (bench/main.go lists the phases; about 11
+# minutes on 2 CPUs), writes bench/results.json, regenerates the generated
+# part of BENCHMARKS.md and draws docs/img/growth.png. One phase again:
+# go run ./bench -only e2e -report BENCHMARKS.md (the others are kept).
 bench: deps build
-	$(GO) run ./bench -out bench/results.json
+	$(GO) run ./bench -out bench/results.json -report BENCHMARKS.md
 
 # bench-quick is bench in under 90 s for CI: single short runs; it fails
 # only on errors or lost samples, never on timing.

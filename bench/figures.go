@@ -246,7 +246,7 @@ func (h *harness) ingest(ctx context.Context) error {
 func (h *harness) latency(ctx context.Context, rdb *redis.Client) error {
 	hosts, interval, dur := 2000, time.Second, 20*time.Second
 	if h.res.Mode == "quick" {
-		hosts, dur = 500, 4*time.Second
+		hosts, dur = 500, 3*time.Second
 	}
 	if err := h.flush(ctx, rdb); err != nil {
 		return err

@@ -3,29 +3,47 @@
 // against the raw limit in the same run, on this machine, with the command
 // that produced each.
 //
-//	go run ./bench [-quick] [-out bench/results.json] [-bin bin]
+//	go run ./bench [-quick] [-only phase,...] [-out bench/results.json] [-report BENCHMARKS.md] [-bin bin]
 //
-// It starts its own redis-server on a free loopback port and runs the
-// built binaries (bin/broker, bin/loadgen; `make build` first):
+// It starts its own redis-servers on free loopback ports and runs the
+// built binaries (bin/broker, bin/loadgen, bin/visualization, bin/agent;
+// `make build` first). The phases, in order (-only names):
 //
 //   - ingest: snapshots/s through loadgen → broker → one Redis (rollups on
 //     and off), against a raw go-redis pipeline loop writing the same keys
 //     (the seed's layout, MULTI/EXEC, the broker's flush size and
 //     concurrency) and against the Redis store's own WriteSnapshots;
 //     through the broker onto the embedded backend, and that backend's own
-//     write rate;
+//     write rate; CPU per snapshot of every process; ack latency;
+//   - shards (shards.go): the same with three Redis shards, against the
+//     raw loop routing hosts with the store's ring;
 //   - memory: Redis bytes per stored sample (INFO used_memory delta over
 //     the samples written at a 5 s interval), rollups on and off;
 //   - queries: QueryRange p50/p99 through the broker for 1 h, 24 h and 7 d
 //     of one host at a 5 s interval, every series;
+//   - compact (compact.go): bytes per sample of the seed and compact layouts;
+//   - e2e (e2e.go): agent send → WebSocket client receive, p50/p99, at 1k
+//     and 10k simulated hosts every 5 s and 1k every 1 s (loadgen -stamp
+//     → broker → Redis → visualization → WebSocket);
+//   - fanout (e2e.go): 1,000 and 10,000 WebSocket clients of one
+//     visualization server, delivery p50/p99;
+//   - agent (agent.go): the real bin/agent's RSS and CPU per collection at
+//     5 s and 1 s, from /proc;
+//   - growth (growth.go): broker CPU per snapshot, broker RSS and Redis
+//     used_memory at 1k → 10k → 50k hosts every 5 s (offered and achieved
+//     rate); with -report, the table and docs/img/growth.png;
+//   - quic (quic.go): WebSocket vs WebTransport through a lossy proxy;
 //   - cluster (cluster.go): three bin/broker in a Raft cluster — control-
 //     plane write latency at the leader and through a follower, the rate a
 //     ring change moves hosts (a second Redis shard added), and election
-//     time after kill -9 of the leader (median of several kills).
+//     time after kill -9 of the leader (median of several kills);
+//   - micro (micro.go, not in -quick): go test -bench summaries.
 //
 // Throughput figures are medians of several runs. It prints a table and
-// writes the JSON file. With -quick (CI, under 90 s) it runs everything
-// once, short; it fails only on errors or lost samples, never on timing.
+// writes the JSON file; -report rewrites the generated part of
+// BENCHMARKS.md. With -quick (CI, about 70 s) it runs everything once,
+// short and small; it fails only on errors or lost samples, never on
+// timing. A phase that fails is recorded and the others still run.
 package main
 
 import (
@@ -53,6 +71,8 @@ type figure struct {
 	Runs    []float64 `json:"runs,omitempty"`
 	Command string    `json:"command"`
 	Note    string    `json:"note,omitempty"`
+	Phase   string    `json:"phase,omitempty"` // the phase (-only name) that measured it
+	Run     string    `json:"run,omitempty"`   // when (UTC) the run that measured it started
 }
 
 type results struct {
@@ -63,6 +83,7 @@ type results struct {
 	Params   params           `json:"params"`
 	Figures  []figure         `json:"figures"`
 	Loadgen  map[string][]any `json:"loadgen_runs"`
+	Growth   []growthPoint    `json:"growth,omitempty"`
 	Failures []string         `json:"failures,omitempty"`
 }
 
@@ -88,6 +109,7 @@ type harness struct {
 	res    *results
 	failed []string
 	only   map[string]bool // phases to run; empty: all
+	phase  string          // the phase running
 }
 
 func main() {
@@ -95,14 +117,16 @@ func main() {
 	out := flag.String("out", "bench/results.json", "where to write the results")
 	bin := flag.String("bin", "bin", "directory of the built broker and loadgen binaries")
 	runs := flag.Int("runs", 3, "runs per throughput figure (the median is reported)")
-	dur := flag.Duration("duration", 20*time.Second, "length of one throughput run")
+	dur := flag.Duration("duration", 8*time.Second, "length of one throughput run")
 	hosts := flag.Int("hosts", 500, "simulated hosts in the saturation runs")
-	only := flag.String("only", "", "comma-separated phases to run (ingest, memory, queries, compact, quic, cluster); empty: all")
+	only := flag.String("only", "", "comma-separated phases to run ("+strings.Join(phaseNames, ", ")+"); empty: all; \"report\" alone: only rewrite -report from the -out file")
+	report := flag.String("report", "", "after a full run, regenerate the generated part of this Markdown file (BENCHMARKS.md) and docs/img/growth.png from the results; with -only, the figures of the other phases are kept from the existing -out file")
+	plot := flag.String("plot", "docs/img/growth.png", "where -report draws the growth plot")
 	flag.Parse()
 
 	p := params{Runs: *runs, Duration: dur.String(), Hosts: *hosts, Metrics: 50, FlushSize: 256, Workers: 2, RangeDays: 7, MemHosts: 50, MemPerHost: 720}
 	if *quick {
-		p.Runs, p.Duration, p.Hosts, p.RangeDays, p.MemHosts, p.MemPerHost = 1, "4s", 200, 1, 20, 360
+		p.Runs, p.Duration, p.Hosts, p.RangeDays, p.MemHosts, p.MemPerHost = 1, "2s", 200, 1, 20, 360
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	start := time.Now()
@@ -115,6 +139,22 @@ func main() {
 			h.only[p] = true
 		}
 	}
+	if len(h.only) == 1 && h.only["report"] {
+		// -only report: no measurement; the report from the -out file.
+		var res results
+		b, err := os.ReadFile(*out)
+		if err == nil {
+			err = json.Unmarshal(b, &res)
+		}
+		if err == nil {
+			err = writeReport(*report, *plot, &res)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	code := 0
 	if err := h.run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -123,9 +163,19 @@ func main() {
 	h.res.Seconds = time.Since(start).Seconds()
 	h.res.Failures = h.failed
 	h.print(os.Stdout)
-	if err := writeJSON(*out, h.res); err != nil {
+	final := h.res
+	if len(h.only) > 0 && !*quick {
+		final = mergeResults(*out, h.res, h.only)
+	}
+	if err := writeJSON(*out, final); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		code = 1
+	}
+	if *report != "" && !*quick {
+		if err := writeReport(*report, *plot, final); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			code = 1
+		}
 	}
 	if len(h.failed) > 0 {
 		fmt.Fprintf(os.Stderr, "bench: %d failure(s):\n  %s\n", len(h.failed), strings.Join(h.failed, "\n  "))
@@ -158,23 +208,39 @@ func (h *harness) run() error {
 		run  func(context.Context) error
 	}{
 		{"ingest", h.ingest},
+		{"shards", h.shards}, // shards.go: three Redis shards against the raw loop
 		{"memory", h.memory},
 		{"queries", h.queries},
 		{"compact", h.compactLayouts},
+		{"e2e", h.e2e},       // e2e.go: loadgen → broker → visualization → WebSocket
+		{"fanout", h.fanout}, // e2e.go: 1k and 10k WebSocket clients
+		{"agent", h.agentFootprint},
+		{"growth", h.growth}, // growth.go: 1k → 10k → 50k hosts
 		// bench/quic.go: WebSocket vs WebTransport through a lossy proxy
 		{"quic", func(ctx context.Context) error { h.quicFigures(ctx); return nil }},
 		{"cluster", h.cluster},
+		{"micro", h.micro}, // micro.go: go test -bench summaries (not in -quick)
 	}
 	for _, p := range phases {
 		if len(h.only) > 0 && !h.only[p.name] {
 			continue
 		}
-		if err := p.run(ctx); err != nil {
-			return fmt.Errorf("%s: %w", p.name, err)
+		if p.name == "micro" && h.res.Mode == "quick" {
+			continue
 		}
+		h.phase = p.name
+		t0 := time.Now()
+		// A phase's error is a failure of the run; the other phases go on.
+		if err := p.run(ctx); err != nil {
+			h.fail("%s: %v", p.name, err)
+		}
+		h.log.Warn("phase done", "phase", p.name, "took", time.Since(t0).Round(time.Second))
 	}
 	return nil
 }
+
+// phaseNames are the -only names, in run order.
+var phaseNames = []string{"ingest", "shards", "memory", "queries", "compact", "e2e", "fanout", "agent", "growth", "quic", "cluster", "micro"}
 
 // fail records a correctness failure (errors, lost samples); the run goes on.
 func (h *harness) fail(format string, args ...any) {
@@ -187,6 +253,7 @@ func (h *harness) add(f figure) {
 	if len(f.Runs) > 0 {
 		f.Value = median(f.Runs)
 	}
+	f.Phase, f.Run = h.phase, h.res.Started
 	h.res.Figures = append(h.res.Figures, f)
 }
 

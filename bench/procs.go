@@ -140,10 +140,23 @@ func (b *brokerProc) kill() {
 // loadgenRun runs bin/loadgen -json in saturation (-interval 0) against
 // addr and returns its result, the command line and its CPU time.
 func (h *harness) loadgenRun(addr string, hosts int, dur time.Duration, prefix string) (loadgen.Result, string, time.Duration, error) {
-	args := []string{"-broker", addr, "-hosts", strconv.Itoa(hosts), "-interval", "0", "-duration", dur.String(),
-		"-metrics", strconv.Itoa(h.p.Metrics), "-prefix", prefix, "-drain", "30s", "-json", "-log-level", "warn"}
-	shown := fmt.Sprintf("bin/loadgen -broker ADDR -hosts %d -interval 0 -duration %s -json", hosts, dur)
-	cmd := exec.Command(filepath.Join(h.bin, "loadgen"), args...)
+	return h.loadgenCmd(addr, []string{"-hosts", strconv.Itoa(hosts), "-interval", "0", "-duration", dur.String(), "-prefix", prefix, "-drain", "30s"})
+}
+
+// loadgenCmd runs bin/loadgen -json -broker addr with args (and the
+// harness's -metrics) and returns its result, the command line shown in
+// the figures (without -prefix and -drain) and its CPU time.
+func (h *harness) loadgenCmd(addr string, args []string) (loadgen.Result, string, time.Duration, error) {
+	full := append([]string{"-broker", addr, "-metrics", strconv.Itoa(h.p.Metrics), "-json", "-log-level", "warn"}, args...)
+	shown := []string{"bin/loadgen -broker ADDR"}
+	for i := 0; i < len(args); i++ {
+		if (args[i] == "-prefix" || args[i] == "-drain") && i+1 < len(args) {
+			i++
+			continue
+		}
+		shown = append(shown, args[i])
+	}
+	cmd := exec.Command(filepath.Join(h.bin, "loadgen"), full...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
@@ -151,16 +164,17 @@ func (h *harness) loadgenRun(addr string, hosts int, dur time.Duration, prefix s
 	if st := cmd.ProcessState; st != nil {
 		cpu = st.UserTime() + st.SystemTime()
 	}
+	shownCmd := strings.Join(shown, " ") + " -json"
 	var res loadgen.Result
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
-		return res, shown, cpu, fmt.Errorf("loadgen: %v (%v); stderr:\n%s", err, runErr, lastLines(stderr.String(), 20))
+		return res, shownCmd, cpu, fmt.Errorf("loadgen: %v (%v); stderr:\n%s", err, runErr, lastLines(stderr.String(), 20))
 	}
 	var exit *exec.ExitError
 	if runErr != nil && !errors.As(runErr, &exit) {
-		return res, shown, cpu, fmt.Errorf("loadgen: %w", runErr)
+		return res, shownCmd, cpu, fmt.Errorf("loadgen: %w", runErr)
 	}
-	return res, shown, cpu, nil
+	return res, shownCmd, cpu, nil
 }
 
 func shownSpec(spec string) string {

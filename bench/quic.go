@@ -59,7 +59,7 @@ func (h *harness) quicFigures(ctx context.Context) {
 func (h *harness) quicTransports(ctx context.Context) error {
 	n, every := 1000, 20*time.Millisecond
 	if h.res.Mode == "quick" {
-		n, every = 100, 25*time.Millisecond
+		n, every = 60, 25*time.Millisecond
 	}
 	br, err := startSubscribeBroker()
 	if err != nil {

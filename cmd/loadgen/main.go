@@ -36,6 +36,7 @@ func main() {
 	window := fs.Int("window", 8, "unacknowledged batches per host (the agent's max_inflight_batches)")
 	drain := fs.Duration("drain", 10*time.Second, "wait for outstanding acks after generating")
 	prefix := fs.String("prefix", "lg", "host id prefix (ids are PREFIX-00001, ...)")
+	stamp := fs.Bool("stamp", false, "set cpu.usage_percent of every snapshot to its generation time in Unix ms (end-to-end latency probes)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (logs go to stderr)")
 	_ = fs.Parse(os.Args[1:])
@@ -47,7 +48,7 @@ func main() {
 	}
 	g, err := loadgen.New(loadgen.Config{
 		Brokers: config.SplitList(*brokers), Hosts: *hosts, Interval: *interval, Duration: *duration,
-		Metrics: *metrics, Conns: *conns, Window: *window, Drain: *drain, Prefix: *prefix,
+		Metrics: *metrics, Conns: *conns, Window: *window, Drain: *drain, Prefix: *prefix, Stamp: *stamp,
 	}, logger)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -36,32 +36,40 @@ type Result struct {
 
 // Convert validates batch b received at now.
 func Convert(b *monitorpb.Batch, now time.Time, lim Limits) Result {
+	return ConvertBatch(FromProto(b), now, lim)
+}
+
+// ConvertBatch validates batch b (from DecodeBatch or FromProto) received
+// at now.
+func ConvertBatch(b *Batch, now time.Time, lim Limits) Result {
 	var r Result
-	snaps := b.GetSnapshots()
+	snaps := b.Snapshots
 	n := len(snaps)
 	if n > lim.MaxBatchSnapshots {
 		n = lim.MaxBatchSnapshots
 	}
 	r.Snapshots = make([]storage.Snapshot, 0, n)
-	reject := func(i int, s *monitorpb.Snapshot, metric, reason string) {
+	reject := func(i int, s *Snapshot, metric, reason string) {
 		r.Rejections = append(r.Rejections, &monitorpb.Rejection{
-			Seq: b.GetSeq(), SnapshotIndex: uint32(i), HostId: s.GetHostId(),
-			Timestamp: s.GetTimestamp(), Metric: metric, Reason: reason,
+			Seq: b.Seq, SnapshotIndex: uint32(i), HostId: s.HostID,
+			Timestamp: s.Timestamp, Metric: metric, Reason: reason,
 		})
 	}
 	nowSec := now.Unix()
 	oldest := now.Add(-lim.MaxAge).Unix()
 	newest := now.Add(lim.MaxFutureSkew).Unix()
-	for i, s := range snaps {
+	var seen map[string]struct{} // series of the snapshot at hand; one map per batch
+	for i := range snaps {
+		s := &snaps[i]
 		if i >= lim.MaxBatchSnapshots {
 			reject(i, s, "", fmt.Sprintf("batch has %d snapshots, the limit is %d; this one and later ones were not stored", len(snaps), lim.MaxBatchSnapshots))
 			continue
 		}
-		if err := storage.ValidateHostID(s.GetHostId()); err != nil {
+		if err := storage.ValidateHostID(s.HostID); err != nil {
 			reject(i, s, "", err.Error())
 			continue
 		}
-		ts := s.GetTimestamp()
+		ts := s.Timestamp
 		switch {
 		case ts > newest:
 			reject(i, s, "", fmt.Sprintf("timestamp %d is %ds ahead of the broker's clock; at most %s is allowed", ts, ts-nowSec, lim.MaxFutureSkew))
@@ -70,10 +78,10 @@ func Convert(b *monitorpb.Batch, now time.Time, lim Limits) Result {
 			reject(i, s, "", fmt.Sprintf("timestamp %d is older than the retention %s", ts, lim.MaxAge))
 			continue
 		}
-		out := storage.Snapshot{HostID: s.GetHostId(), Timestamp: ts}
-		if len(s.GetTags()) > 0 {
-			out.Tags = make(map[string]string, len(s.GetTags()))
-			for k, v := range s.GetTags() {
+		out := storage.Snapshot{HostID: s.HostID, Timestamp: ts}
+		if len(s.Tags) > 0 {
+			out.Tags = make(map[string]string, len(s.Tags))
+			for k, v := range s.Tags {
 				err := storage.ValidateLabelName(k)
 				if err == nil {
 					err = storage.ValidateTagValue(v)
@@ -85,26 +93,37 @@ func Convert(b *monitorpb.Batch, now time.Time, lim Limits) Result {
 				out.Tags[k] = v
 			}
 		}
-		metrics := s.GetMetrics()
+		metrics := s.Metrics
 		out.Samples = make([]storage.Sample, 0, min(len(metrics), lim.MaxSamplesPerSnapshot))
-		var seen map[string]struct{}
-		for j, m := range metrics {
+		clear(seen)
+		for j := range metrics {
+			m := &metrics[j]
 			if j >= lim.MaxSamplesPerSnapshot {
-				reject(i, s, metricRef(m.GetName(), j), fmt.Sprintf("snapshot has %d metrics, the limit is %d; this one and later ones were not stored", len(metrics), lim.MaxSamplesPerSnapshot))
+				reject(i, s, metricRef(m.Name, j), fmt.Sprintf("snapshot has %d metrics, the limit is %d; this one and later ones were not stored", len(metrics), lim.MaxSamplesPerSnapshot))
 				break
 			}
-			series, err := storage.SeriesKey(m.GetName(), m.GetLabels())
-			if err == nil {
-				err = storage.ValidateValue(m.GetValue())
+			// The checks, in this order: name and labels, value, unit. A
+			// metric known from the cache (wire.go) passed the first and
+			// the last with the same bytes.
+			var series string
+			var err, unitErr error
+			if m.known != nil {
+				series = m.known.series
+			} else {
+				series, err = seriesKey(m.Name, m.Labels)
+				unitErr = checkUnit(m.Unit)
+				if err == nil && unitErr == nil && m.wireKey != "" {
+					rememberMetric(m.wireKey, &metricInfo{name: m.Name, series: series, unit: m.Unit})
+				}
 			}
-			if err == nil && len(m.GetUnit()) > 32 {
-				err = fmt.Errorf("unit is %d bytes, the limit is 32", len(m.GetUnit()))
+			if err == nil {
+				err = storage.ValidateValue(m.Value)
 			}
 			if err == nil {
-				err = storage.ValidateTagValue(m.GetUnit())
+				err = unitErr
 			}
 			if err != nil {
-				reject(i, s, metricRef(m.GetName(), j), err.Error())
+				reject(i, s, metricRef(m.Name, j), err.Error())
 				continue
 			}
 			if seen == nil {
@@ -115,13 +134,20 @@ func Convert(b *monitorpb.Batch, now time.Time, lim Limits) Result {
 				continue
 			}
 			seen[series] = struct{}{}
-			out.Samples = append(out.Samples, storage.Sample{Series: series, Value: m.GetValue(), Unit: m.GetUnit()})
+			out.Samples = append(out.Samples, storage.Sample{Series: series, Value: m.Value, Unit: m.Unit})
 		}
 		out.Samples = lim.Series.admit(out.HostID, now, out.Samples, func(series, reason string) { reject(i, s, series, reason) })
 		r.Samples += len(out.Samples)
 		r.Snapshots = append(r.Snapshots, out)
 	}
 	return r
+}
+
+func checkUnit(unit string) error {
+	if len(unit) > 32 {
+		return fmt.Errorf("unit is %d bytes, the limit is 32", len(unit))
+	}
+	return storage.ValidateTagValue(unit)
 }
 
 // metricRef names a refused metric in a Rejection: its name, or "#index"

@@ -60,7 +60,9 @@ func serve(t *testing.T, store storage.Store, o Options) (*Service, monitorpb.Mo
 	return svc, monitorpb.NewMonitorServiceClient(conn)
 }
 
-func openEmbedded(t *testing.T) storage.Store {
+func openEmbedded(t *testing.T) storage.Store { return openEmbeddedTB(t) }
+
+func openEmbeddedTB(t testing.TB) storage.Store {
 	t.Helper()
 	st, err := embedded.Open(t.TempDir(), embedded.Options{Retention: 7 * 24 * time.Hour, SweepInterval: time.Hour}, quiet)
 	if err != nil {

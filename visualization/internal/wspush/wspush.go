@@ -147,7 +147,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	cw := &corkingWriter{ResponseWriter: w, timeout: h.opts.Heartbeat}
+	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{Protocol},
 		OriginPatterns: h.opts.AllowedOrigins,
 	})
@@ -160,7 +161,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.wg.Done()
 	defer conn.CloseNow()
 	conn.SetReadLimit(h.opts.ReadLimit)
-	h.session(r.Context(), conn, id, r.RemoteAddr)
+	if cw.conn == nil {
+		h.log.Error("websocket accepted without hijacking through the corking writer", "remote", r.RemoteAddr)
+		return
+	}
+	h.session(r.Context(), conn, cw.conn, id, r.RemoteAddr)
 }
 
 // websocketProtocols returns the offered subprotocols.
@@ -176,7 +181,7 @@ func websocketProtocols(r *http.Request) []string {
 	return out
 }
 
-func (h *Handler) session(parent context.Context, conn *websocket.Conn, id Identity, remote string) {
+func (h *Handler) session(parent context.Context, conn *websocket.Conn, cc *corkConn, id Identity, remote string) {
 	c, err := h.opts.Hub.Join(push.Filter{}, push.ClientInfo{User: id.User, Role: id.Role, Transport: "websocket", Remote: remote})
 	if err != nil {
 		code := websocket.StatusTryAgainLater
@@ -240,16 +245,19 @@ func (h *Handler) session(parent context.Context, conn *websocket.Conn, id Ident
 		if err != nil {
 			break
 		}
+		// The batch leaves in one write (cork.go); every socket write has
+		// the heartbeat as its deadline, so no context is needed here.
+		cc.cork()
 		for _, m := range msgs {
-			wctx, wcancel := context.WithTimeout(ctx, h.opts.Heartbeat)
-			err = conn.Write(wctx, websocket.MessageText, m)
-			wcancel()
-			if err != nil {
-				cancel(fmt.Errorf("write: %w", err))
+			if err = conn.Write(context.Background(), websocket.MessageText, m); err != nil {
 				break
 			}
 		}
+		if uerr := cc.uncork(); err == nil {
+			err = uerr
+		}
 		if err != nil {
+			cancel(fmt.Errorf("write: %w", err))
 			break
 		}
 	}
