@@ -7,11 +7,17 @@
 // handles acks and flow control as the agent does (pkg/loadgen). -interval
 // 0 makes every host send as fast as its window of unacknowledged batches
 // allows (saturation). -json prints the result as a JSON object instead.
+//
+// Against a secured broker: -tls (with -tls-ca, and -tls-cert/-tls-key for
+// mTLS) and -agent-secret-file F (or MONITOR_AGENT_SECRET), from which every
+// simulated host gets its own agent token (pkg/grpcauth), as a real agent
+// would be given one. Tokens go in clear text only to loopback brokers.
 // The exit status is 1 when snapshots sent were never acknowledged (lost)
 // or the run could not start, 2 on bad flags.
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -22,7 +28,9 @@ import (
 	"time"
 
 	"github.com/monitorhq/monitor/pkg/config"
+	"github.com/monitorhq/monitor/pkg/grpcauth"
 	"github.com/monitorhq/monitor/pkg/loadgen"
+	"github.com/monitorhq/monitor/pkg/tlsconfig"
 )
 
 func main() {
@@ -37,6 +45,12 @@ func main() {
 	drain := fs.Duration("drain", 10*time.Second, "wait for outstanding acks after generating")
 	prefix := fs.String("prefix", "lg", "host id prefix (ids are PREFIX-00001, ...)")
 	stamp := fs.Bool("stamp", false, "set cpu.usage_percent of every snapshot to its generation time in Unix ms (end-to-end latency probes)")
+	useTLS := fs.Bool("tls", false, "connect to the brokers over TLS")
+	tlsCA := fs.String("tls-ca", "", "PEM roots for the brokers' certificates (default: the system roots)")
+	tlsCert := fs.String("tls-cert", "", "client certificate (PEM), for brokers that require mTLS")
+	tlsKey := fs.String("tls-key", "", "the client certificate's key (PEM)")
+	tlsServerName := fs.String("tls-server-name", "", "name checked in the brokers' certificates (default: the host dialed)")
+	secretFile := fs.String("agent-secret-file", "", "file holding the brokers' agent secret: each simulated host sends its own token (default: env MONITOR_AGENT_SECRET, if set)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (logs go to stderr)")
 	_ = fs.Parse(os.Args[1:])
@@ -46,10 +60,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loadgen: -log-level:", err)
 		os.Exit(2)
 	}
-	g, err := loadgen.New(loadgen.Config{
+	cfg := loadgen.Config{
 		Brokers: config.SplitList(*brokers), Hosts: *hosts, Interval: *interval, Duration: *duration,
 		Metrics: *metrics, Conns: *conns, Window: *window, Drain: *drain, Prefix: *prefix, Stamp: *stamp,
-	}, logger)
+	}
+	tc := tlsconfig.Config{Enabled: *useTLS, CAFile: *tlsCA, CertFile: *tlsCert, KeyFile: *tlsKey, ServerName: *tlsServerName}
+	if err := secure(&cfg, tc, *secretFile); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(2)
+	}
+	g, err := loadgen.New(cfg, logger)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -70,4 +90,46 @@ func main() {
 	if res.Lost > 0 {
 		os.Exit(1)
 	}
+}
+
+// secure sets the TLS dial options and the per-host agent tokens.
+func secure(cfg *loadgen.Config, tc tlsconfig.Config, secretFile string) error {
+	if tc.Enabled {
+		if err := tc.Validate("-tls"); err != nil {
+			return err
+		}
+		dial, err := grpcauth.Client{TLS: tc}.DialOptions()
+		if err != nil {
+			return fmt.Errorf("-tls: %w", err)
+		}
+		cfg.DialOptions = dial
+	} else if tc.CAFile != "" || tc.CertFile != "" || tc.KeyFile != "" || tc.ServerName != "" {
+		return fmt.Errorf("-tls-ca, -tls-cert, -tls-key and -tls-server-name need -tls")
+	}
+	secret := []byte(os.Getenv("MONITOR_AGENT_SECRET"))
+	if secretFile != "" {
+		b, err := os.ReadFile(secretFile)
+		if err != nil {
+			return fmt.Errorf("-agent-secret-file: %w", err)
+		}
+		secret = bytes.TrimSpace(b)
+	}
+	if len(secret) == 0 {
+		return nil
+	}
+	if !tc.Enabled {
+		for _, b := range cfg.Brokers {
+			if !grpcauth.IsLoopback(b) {
+				return fmt.Errorf("agent tokens would cross the network in clear text to %s: use -tls (tokens go without TLS only to loopback brokers)", b)
+			}
+		}
+	}
+	if _, err := grpcauth.Mint(secret, "probe"); err != nil {
+		return fmt.Errorf("agent secret: %w", err)
+	}
+	cfg.Token = func(host string) string {
+		t, _ := grpcauth.Mint(secret, host) // the secret was checked above
+		return t
+	}
+	return nil
 }
