@@ -168,7 +168,7 @@ func TestRollupBucketVersions(t *testing.T) {
 			Min: v, Max: v + 1.5, Sum: v * 12.37, Count: int64(i + 1), Last: specials[i%len(specials)], LastTS: start + int64(i), Unit: unit}})
 	}
 	aggs = append(aggs, SeriesAggregate{"mem.used_bytes", Aggregate{Min: 1 << 30, Max: 1 << 31, Sum: 3 << 30, Count: 2, Last: 1 << 31, LastTS: start + 59, Unit: ""}},
-		SeriesAggregate{"z", Aggregate{Min: math.SmallestNonzeroFloat64, Max: math.MaxFloat64, Sum: math.NaN(), Count: 1, Last: -0.0, LastTS: start}})
+		SeriesAggregate{"z", Aggregate{Min: math.SmallestNonzeroFloat64, Max: math.MaxFloat64, Sum: math.NaN(), Count: 1, Last: math.Copysign(0, -1), LastTS: start}})
 	same := func(what string, got []SeriesAggregate) {
 		t.Helper()
 		if len(got) != len(aggs) {

@@ -175,7 +175,7 @@ func BenchmarkDiskBytes(b *testing.B) {
 		// then moves to now for the sweep.
 		start := windowOf(time.Now().Unix()) - 6*chunkSpan
 		clock := &storagetest.Clock{}
-		clock.Advance(time.Unix(start, 0).Sub(time.Now()))
+		clock.Advance(time.Until(time.Unix(start, 0)))
 		s := openT(b, b.TempDir(), Options{NoRollups: true, SweepInterval: time.Hour, Retention: 24 * time.Hour, Now: clock.Now})
 		ctx := context.Background()
 		var batch []storage.Snapshot
@@ -202,7 +202,7 @@ func BenchmarkDiskBytes(b *testing.B) {
 			return total
 		}
 		records := inUse()
-		clock.Advance(time.Now().Sub(clock.Now()))
+		clock.Advance(time.Since(clock.Now()))
 		if err := s.sweep(); err != nil {
 			b.Fatal(err)
 		}

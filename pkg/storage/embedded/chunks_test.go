@@ -371,7 +371,7 @@ func TestCorruptRecordDoesNotStopSealing(t *testing.T) {
 	old := time.Now().Unix() - 3*3600
 	// The clock stands in the hour while writing: nothing seals yet.
 	clock := &storagetest.Clock{}
-	clock.Advance(time.Unix(old, 0).Sub(time.Now()))
+	clock.Advance(time.Until(time.Unix(old, 0)))
 	s := openT(t, dir, Options{SweepInterval: time.Hour, Now: clock.Now})
 	r := rand.New(rand.NewPCG(5, 6))
 	var batch []storage.Snapshot
