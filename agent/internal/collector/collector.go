@@ -21,8 +21,11 @@
 // Counters become per-second rates through pkg/algorithm's sliding window:
 // the first reading of a series emits no rate, and a counter that went
 // backwards (reset, device re-created) emits nothing that round — never a
-// negative rate. Label values that storage would refuse (a ',' or '=' in a
-// mount point) have those characters replaced by '_'.
+// negative rate. Rates and shares are rounded to a step at least ten times
+// finer than their inputs can resolve (resolution.go): the digits below
+// are division noise that storage could not compress. Label values that
+// storage would refuse (a ',' or '=' in a mount point) have those
+// characters replaced by '_'.
 //
 // Concurrency: a Collector is called by one goroutine at a time (the Runner
 // never starts a second call while one is running), so collectors keep

@@ -127,6 +127,12 @@ func TestCatalogueOnThisHost(t *testing.T) {
 		if m.Value < 0 {
 			t.Errorf("%s = %v is negative", key, m.Value)
 		}
+		// Derived values are rounded (resolution.go), gauges are integers
+		// or the kernel's decimals: all are decimals of at most 6 digits,
+		// which storage codes in a few bytes, not float64 bits.
+		if !shortDecimal(m.Value) {
+			t.Errorf("%s = %v is not a decimal of at most 6 digits", key, m.Value)
+		}
 		if !units[m.Unit] {
 			t.Errorf("%s has unit %q", key, m.Unit)
 		}
@@ -234,9 +240,20 @@ func checkRanges(t *testing.T, ms []*monitorpb.Metric) {
 	if _, ok := v["net.tcp_connections{state=listen}"]; !ok {
 		t.Error("no tcp listen count")
 	}
-	shares := v["cpu.user_percent"] + v["cpu.system_percent"] + v["cpu.iowait_percent"] + v["cpu.steal_percent"] + v["cpu.idle_percent"]
-	if math.Abs(shares-100) > 0.01 {
-		t.Errorf("cpu shares add up to %v", shares)
+	// Each share is rounded: the sum is off by at most half a step each,
+	// the step being no finer than the finest decimal the shares show.
+	shares, step := 0.0, 1.0
+	for _, k := range []string{"cpu.user_percent", "cpu.system_percent", "cpu.iowait_percent", "cpu.steal_percent", "cpu.idle_percent"} {
+		shares += v[k]
+		for d := 0; d <= 15 && step > 1e-15; d++ {
+			if _, ok := storage.DecimalAt(v[k], d); ok {
+				step = min(step, math.Pow10(-d))
+				break
+			}
+		}
+	}
+	if math.Abs(shares-100) > 5*step/2+1e-9 {
+		t.Errorf("cpu shares add up to %v (step %v)", shares, step)
 	}
 	tops := 0
 	for _, m := range ms {
@@ -250,6 +267,20 @@ func checkRanges(t *testing.T, ms []*monitorpb.Metric) {
 	if tops == 0 || tops > 5 {
 		t.Errorf("%d top processes by memory, want 1..5", tops)
 	}
+}
+
+// shortDecimal reports whether v is m/10^k with k <= 6 (or an integer too
+// large for that, such as file-max on 64-bit kernels).
+func shortDecimal(v float64) bool {
+	if math.Abs(v) >= 1<<53 {
+		return v == math.Trunc(v)
+	}
+	for k := 0; k <= 6; k++ {
+		if _, ok := storage.DecimalAt(v, k); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func hasAll(ms []*monitorpb.Metric, want []string) bool {

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/monitorhq/monitor/pkg/algorithm"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
@@ -18,7 +17,7 @@ type CPU struct {
 	paths Paths
 	now   func() time.Time
 	fr    fileReader
-	rates *algorithm.Rates[cpuKey]
+	rates *counterRates[cpuKey]
 	names []string // "cpu0", "cpu1", … by index, built once
 	f     [][]byte
 }
@@ -48,7 +47,7 @@ const (
 
 // NewCPU returns the cpu collector; rates span window (0: one interval).
 func NewCPU(paths Paths, window time.Duration) *CPU {
-	return &CPU{paths: paths, now: time.Now, rates: algorithm.NewRates[cpuKey](window)}
+	return &CPU{paths: paths, now: time.Now, rates: newCounterRates[cpuKey](window)}
 }
 
 // Name implements Collector.
@@ -108,13 +107,13 @@ func (c *CPU) Collect(ctx context.Context) ([]*monitorpb.Metric, error) {
 			out = c.shares(out, int32(n), t)
 		case bytes.HasPrefix(line, []byte("ctxt ")):
 			if v, ok := atou(field(line, 1)); ok {
-				if r, ok := c.rates.Observe(cpuKey{-2, kCtxt}, v); ok {
+				if r, ok := c.rates.Rate(cpuKey{-2, kCtxt}, v, 1); ok {
 					out = add(out, "cpu.context_switches_per_sec", "1/s", monitorpb.Priority_PRIORITY_NORMAL, r)
 				}
 			}
 		case bytes.HasPrefix(line, []byte("intr ")):
 			if v, ok := atou(field(line, 1)); ok {
-				if r, ok := c.rates.Observe(cpuKey{-2, kIntr}, v); ok {
+				if r, ok := c.rates.Rate(cpuKey{-2, kIntr}, v, 1); ok {
 					out = add(out, "cpu.interrupts_per_sec", "1/s", monitorpb.Priority_PRIORITY_NORMAL, r)
 				}
 			}
@@ -159,15 +158,18 @@ func (c *CPU) shares(out []*monitorpb.Metric, cpu int32, t [nKinds]uint64) []*mo
 	if !have || all <= 0 {
 		return out
 	}
-	busy := percent(all-r[kIdle]-r[kIOWait], all)
+	// One jiffy of the all·span jiffies the shares divide is their quantum.
+	d := decimals(100 / (all * c.rates.span().Seconds()))
+	share := func(part float64) float64 { return round(percent(part, all), d) }
+	busy := share(all - r[kIdle] - r[kIOWait])
 	n, low := monitorpb.Priority_PRIORITY_NORMAL, monitorpb.Priority_PRIORITY_LOW
 	if cpu < 0 {
 		out = add(out, "cpu.usage_percent", "%", monitorpb.Priority_PRIORITY_HIGH, busy)
-		out = add(out, "cpu.user_percent", "%", n, percent(r[kUser], all))
-		out = add(out, "cpu.system_percent", "%", n, percent(r[kSystem], all))
-		out = add(out, "cpu.iowait_percent", "%", n, percent(r[kIOWait], all))
-		out = add(out, "cpu.steal_percent", "%", n, percent(r[kSteal], all))
-		out = add(out, "cpu.idle_percent", "%", n, percent(r[kIdle], all))
+		out = add(out, "cpu.user_percent", "%", n, share(r[kUser]))
+		out = add(out, "cpu.system_percent", "%", n, share(r[kSystem]))
+		out = add(out, "cpu.iowait_percent", "%", n, share(r[kIOWait]))
+		out = add(out, "cpu.steal_percent", "%", n, share(r[kSteal]))
+		out = add(out, "cpu.idle_percent", "%", n, share(r[kIdle]))
 		return out
 	}
 	for int(cpu) >= len(c.names) {
@@ -175,10 +177,10 @@ func (c *CPU) shares(out []*monitorpb.Metric, cpu int32, t [nKinds]uint64) []*mo
 	}
 	name := c.names[cpu]
 	out = add(out, "cpu.core_usage_percent", "%", n, busy, "cpu", name)
-	out = add(out, "cpu.core_user_percent", "%", low, percent(r[kUser], all), "cpu", name)
-	out = add(out, "cpu.core_system_percent", "%", low, percent(r[kSystem], all), "cpu", name)
-	out = add(out, "cpu.core_iowait_percent", "%", low, percent(r[kIOWait], all), "cpu", name)
-	out = add(out, "cpu.core_steal_percent", "%", low, percent(r[kSteal], all), "cpu", name)
-	out = add(out, "cpu.core_idle_percent", "%", low, percent(r[kIdle], all), "cpu", name)
+	out = add(out, "cpu.core_user_percent", "%", low, share(r[kUser]), "cpu", name)
+	out = add(out, "cpu.core_system_percent", "%", low, share(r[kSystem]), "cpu", name)
+	out = add(out, "cpu.core_iowait_percent", "%", low, share(r[kIOWait]), "cpu", name)
+	out = add(out, "cpu.core_steal_percent", "%", low, share(r[kSteal]), "cpu", name)
+	out = add(out, "cpu.core_idle_percent", "%", low, share(r[kIdle]), "cpu", name)
 	return out
 }

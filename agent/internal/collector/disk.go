@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/monitorhq/monitor/pkg/algorithm"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
@@ -20,7 +19,7 @@ type Disk struct {
 	paths Paths
 	now   func() time.Time
 	fr    fileReader
-	rates *algorithm.Rates[diskKey]
+	rates *counterRates[diskKey]
 	f     [][]byte
 }
 
@@ -41,7 +40,7 @@ const (
 
 // NewDisk returns the disk collector; rates span window.
 func NewDisk(paths Paths, window time.Duration) *Disk {
-	return &Disk{paths: paths, now: time.Now, rates: algorithm.NewRates[diskKey](window)}
+	return &Disk{paths: paths, now: time.Now, rates: newCounterRates[diskKey](window)}
 }
 
 // Name implements Collector.
@@ -74,22 +73,25 @@ func (d *Disk) Collect(ctx context.Context) ([]*monitorpb.Metric, error) {
 			return true
 		}
 		dev := string(name)
-		rate := func(kind uint8, x uint64) (float64, bool) { return d.rates.Observe(diskKey{dev, kind}, x) }
-		if r, ok := rate(0, v[dSectorsRead]*512); ok {
+		rate := func(kind uint8, x uint64, unit float64) (float64, bool) {
+			return d.rates.Rate(diskKey{dev, kind}, x, unit)
+		}
+		if r, ok := rate(0, v[dSectorsRead]*512, 512); ok {
 			out = add(out, "disk.read_bytes_per_sec", "bytes/s", n, r, "device", dev)
 		}
-		if r, ok := rate(1, v[dSectorsWrite]*512); ok {
+		if r, ok := rate(1, v[dSectorsWrite]*512, 512); ok {
 			out = add(out, "disk.write_bytes_per_sec", "bytes/s", n, r, "device", dev)
 		}
-		if r, ok := rate(2, v[dReads]); ok {
+		if r, ok := rate(2, v[dReads], 1); ok {
 			out = add(out, "disk.reads_per_sec", "ops/s", n, r, "device", dev)
 		}
-		if r, ok := rate(3, v[dWrites]); ok {
+		if r, ok := rate(3, v[dWrites], 1); ok {
 			out = add(out, "disk.writes_per_sec", "ops/s", n, r, "device", dev)
 		}
-		if r, ok := rate(4, v[dIOTicks]); ok {
+		if r, ok := d.rates.Observe(diskKey{dev, 4}, v[dIOTicks]); ok {
 			// ms of I/O per second of wall time: 1000 ms/s is 100 % busy.
-			out = add(out, "disk.io_busy_percent", "%", n, min(100, r/10), "device", dev)
+			q := rateQuantum(1, r, d.rates.span()) / 10
+			out = add(out, "disk.io_busy_percent", "%", n, round(min(100, r/10), decimals(q)), "device", dev)
 		}
 		return true
 	})

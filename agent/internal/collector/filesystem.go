@@ -124,13 +124,13 @@ wait:
 		out = add(out, "disk.total_bytes", "bytes", n, float64(u.total), "mount", mp)
 		out = add(out, "disk.used_bytes", "bytes", n, float64(used), "mount", mp)
 		out = add(out, "disk.free_bytes", "bytes", n, float64(u.avail), "mount", mp)
-		out = add(out, "disk.used_percent", "%", h, percent(float64(used), float64(used+u.avail)), "mount", mp)
+		out = add(out, "disk.used_percent", "%", h, round(percent(float64(used), float64(used+u.avail)), gaugePercentDecimals), "mount", mp)
 		if u.hasInodes && u.inodes > 0 {
 			iused := u.inodes - min(u.inodesFree, u.inodes)
 			out = add(out, "disk.inodes_total", "", low, float64(u.inodes), "mount", mp)
 			out = add(out, "disk.inodes_used", "", low, float64(iused), "mount", mp)
 			out = add(out, "disk.inodes_free", "", low, float64(u.inodesFree), "mount", mp)
-			out = add(out, "disk.inodes_used_percent", "%", n, percent(float64(iused), float64(u.inodes)), "mount", mp)
+			out = add(out, "disk.inodes_used_percent", "%", n, round(percent(float64(iused), float64(u.inodes)), gaugePercentDecimals), "mount", mp)
 		}
 	}
 	c.forgetGone(mounts)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/monitorhq/monitor/pkg/algorithm"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
@@ -17,12 +16,12 @@ type Memory struct {
 	paths Paths
 	now   func() time.Time
 	fr    fileReader
-	rates *algorithm.Rates[string]
+	rates *counterRates[string]
 }
 
 // NewMemory returns the memory collector; rates span window.
 func NewMemory(paths Paths, window time.Duration) *Memory {
-	return &Memory{paths: paths, now: time.Now, rates: algorithm.NewRates[string](window)}
+	return &Memory{paths: paths, now: time.Now, rates: newCounterRates[string](window)}
 }
 
 // Name implements Collector.
@@ -99,7 +98,7 @@ func (c *Memory) Collect(ctx context.Context) ([]*monitorpb.Metric, error) {
 	out = add(out, "mem.total_bytes", "bytes", n, float64(m.total))
 	out = add(out, "mem.used_bytes", "bytes", h, float64(used))
 	out = add(out, "mem.available_bytes", "bytes", h, float64(m.available))
-	out = add(out, "mem.used_percent", "%", h, percent(float64(used), float64(m.total)))
+	out = add(out, "mem.used_percent", "%", h, round(percent(float64(used), float64(m.total)), gaugePercentDecimals))
 	out = add(out, "mem.free_bytes", "bytes", n, float64(m.free))
 	out = add(out, "mem.cached_bytes", "bytes", n, float64(m.cached))
 	out = add(out, "mem.buffers_bytes", "bytes", n, float64(m.buffers))
@@ -110,7 +109,7 @@ func (c *Memory) Collect(ctx context.Context) ([]*monitorpb.Metric, error) {
 	out = add(out, "swap.free_bytes", "bytes", n, float64(m.swapFree))
 	swapPct := 0.0
 	if m.swapTotal > 0 {
-		swapPct = percent(float64(swapUsed), float64(m.swapTotal))
+		swapPct = round(percent(float64(swapUsed), float64(m.swapTotal)), gaugePercentDecimals)
 	}
 	out = add(out, "swap.used_percent", "%", n, swapPct)
 
@@ -132,7 +131,7 @@ func (c *Memory) Collect(ctx context.Context) ([]*monitorpb.Metric, error) {
 			return true
 		}
 		if v, ok := atou(field(line, 1)); ok {
-			if r, ok := c.rates.Observe(metric, v*page); ok {
+			if r, ok := c.rates.Rate(metric, v*page, float64(page)); ok {
 				out = add(out, metric, "bytes/s", n, r)
 			}
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/monitorhq/monitor/pkg/algorithm"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
@@ -16,7 +15,7 @@ type Network struct {
 	paths Paths
 	now   func() time.Time
 	fr    fileReader
-	rates *algorithm.Rates[netKey]
+	rates *counterRates[netKey]
 	f     [][]byte
 }
 
@@ -44,7 +43,7 @@ var netSeries = []struct {
 
 // NewNetwork returns the network collector; rates span window.
 func NewNetwork(paths Paths, window time.Duration) *Network {
-	return &Network{paths: paths, now: time.Now, rates: algorithm.NewRates[netKey](window)}
+	return &Network{paths: paths, now: time.Now, rates: newCounterRates[netKey](window)}
 }
 
 // Name implements Collector.
@@ -77,7 +76,7 @@ func (c *Network) Collect(ctx context.Context) ([]*monitorpb.Metric, error) {
 			if !ok {
 				continue
 			}
-			if r, ok := c.rates.Observe(netKey{iface, s.col}, v); ok {
+			if r, ok := c.rates.Rate(netKey{iface, s.col}, v, 1); ok {
 				out = add(out, s.name, s.unit, s.prio, r, "interface", iface)
 			}
 		}

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/monitorhq/monitor/pkg/algorithm"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
@@ -31,8 +30,8 @@ type Processes struct {
 	topN  int
 	now   func() time.Time
 	fr    fileReader
-	rates *algorithm.Rates[procKey] // CPU ticks per process
-	forks *algorithm.Rates[string]
+	rates *counterRates[procKey] // CPU ticks per process
+	forks *counterRates[string]
 	page  uint64
 	procs []procInfo
 }
@@ -58,7 +57,7 @@ type procInfo struct {
 func NewProcesses(paths Paths, topN int, window time.Duration) *Processes {
 	return &Processes{
 		paths: paths, topN: topN, now: time.Now,
-		rates: algorithm.NewRates[procKey](window), forks: algorithm.NewRates[string](window),
+		rates: newCounterRates[procKey](window), forks: newCounterRates[string](window),
 		page: uint64(os.Getpagesize()),
 	}
 }
@@ -93,7 +92,7 @@ func (c *Processes) Collect(ctx context.Context) ([]*monitorpb.Metric, error) {
 	out = add(out, "proc.running", "", n, float64(running))
 	out = add(out, "proc.blocked", "", n, float64(blocked))
 	c.forks.Begin(now)
-	if r, ok := c.forks.Observe("forks", forks); ok {
+	if r, ok := c.forks.Rate("forks", forks, 1); ok {
 		out = add(out, "proc.forks_per_sec", "1/s", low, r)
 	}
 	c.forks.Commit()
@@ -132,6 +131,11 @@ func (c *Processes) scan(ctx context.Context, now time.Time, cpus int) error {
 	defer dir.Close()
 	c.procs = c.procs[:0]
 	c.rates.Begin(now)
+	// Ticks per second as a share of all CPUs, in %: one tick over the
+	// span is the quantum (see resolution.go; the read's jitter would only
+	// matter above 10^5 ticks per second).
+	share := 100 / float64(clockTicks*cpus)
+	d := decimals(rateQuantum(1, 0, c.rates.span()) * share)
 	for {
 		names, err := dir.Readdirnames(256)
 		for _, name := range names {
@@ -143,7 +147,7 @@ func (c *Processes) scan(ctx context.Context, now time.Time, cpus int) error {
 				continue // gone meanwhile, or a kernel quirk: skip it
 			}
 			if r, ok := c.rates.Observe(key, ticks); ok {
-				p.cpu = min(100, 100*r/float64(clockTicks*cpus))
+				p.cpu = round(min(100, r*share), d)
 				p.haveCPU = true
 			}
 			c.procs = append(c.procs, p)

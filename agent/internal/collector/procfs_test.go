@@ -143,7 +143,14 @@ func TestMemoryFromMeminfo(t *testing.T) {
 	write(t, filepath.Dir(p.Proc), map[string]string{"proc/vmstat": "pswpin 30\npswpout 20\n"})
 	clk.t = clk.t.Add(2 * time.Second)
 	ms, _ = c.Collect(context.Background())
-	expect(t, values(t, ms), map[string]float64{"swap.in_bytes_per_sec": 10 * page, "swap.out_bytes_per_sec": 0})
+	// 20 pages in 2 s, 10 pages/s, rounded to a power of ten at most a
+	// fifteenth of one page over 2 s: 4 KiB pages to 100 B/s (40960 →
+	// 41000), 64 KiB pages to 1000 B/s.
+	want := map[float64]float64{4096: 41000, 16384: 163800, 65536: 655000}[page]
+	if want == 0 {
+		t.Fatalf("no expectation for %v-byte pages", page)
+	}
+	expect(t, values(t, ms), map[string]float64{"swap.in_bytes_per_sec": want, "swap.out_bytes_per_sec": 0})
 
 	// Kernels before 3.14 have no MemAvailable; no swap means 0 %.
 	write(t, filepath.Dir(p.Proc), map[string]string{"proc/meminfo": "MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 250 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n"})
@@ -455,7 +462,7 @@ func TestHungMountCostsOnlyItsOwnMetrics(t *testing.T) {
 		}
 		got := values(t, ms)
 		expect(t, got, map[string]float64{
-			"disk.used_bytes{mount=/}": 600, "disk.free_bytes{mount=/}": 300, "disk.used_percent{mount=/}": 600.0 / 900 * 100,
+			"disk.used_bytes{mount=/}": 600, "disk.free_bytes{mount=/}": 300, "disk.used_percent{mount=/}": 66.67, // 600/900, to 0.01
 			"disk.inodes_used_percent{mount=/}": 25, "disk.inodes_free{mount=/}": 75,
 			"disk.used_bytes{mount=/mnt/nas}": absent, "disk.used_bytes{mount=/data}": absent,
 		})

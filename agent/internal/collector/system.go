@@ -39,7 +39,7 @@ func (c *System) Collect(ctx context.Context) ([]*monitorpb.Metric, error) {
 			open := alloc - min(unused, alloc)
 			out = add(out, "system.open_fds", "", n, float64(open))
 			out = add(out, "system.max_fds", "", n, float64(limit))
-			out = add(out, "system.fds_used_percent", "%", n, percent(float64(open), float64(limit)))
+			out = add(out, "system.fds_used_percent", "%", n, round(percent(float64(open), float64(limit)), gaugePercentDecimals))
 		}
 	}
 	if b, err := c.fr.read(c.paths.proc("uptime")); err != nil {

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"time"
 
-	"github.com/monitorhq/monitor/pkg/algorithm"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
 
@@ -21,12 +20,12 @@ type TCP struct {
 	paths Paths
 	now   func() time.Time
 	fr    fileReader
-	rates *algorithm.Rates[string]
+	rates *counterRates[string]
 }
 
 // NewTCP returns the tcp collector; rates span window.
 func NewTCP(paths Paths, window time.Duration) *TCP {
-	return &TCP{paths: paths, now: time.Now, rates: algorithm.NewRates[string](window)}
+	return &TCP{paths: paths, now: time.Now, rates: newCounterRates[string](window)}
 }
 
 // Name implements Collector.
@@ -84,7 +83,7 @@ func (c *TCP) Collect(ctx context.Context) ([]*monitorpb.Metric, error) {
 	out = add(out, "net.tcp_established", "", n, float64(est))
 	c.rates.Begin(c.now())
 	for i, name := range []string{"net.tcp_active_opens_per_sec", "net.tcp_passive_opens_per_sec", "net.tcp_retransmits_per_sec"} {
-		if rate, ok := c.rates.Observe(name, counters[i]); ok {
+		if rate, ok := c.rates.Rate(name, counters[i], 1); ok {
 			out = add(out, name, "1/s", n, rate)
 		}
 	}
