@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -169,7 +170,7 @@ func (a *Agent) selfMetrics(out []*monitorpb.Metric) []*monitorpb.Metric {
 	m("agent.spool_segments", "", low, float64(s.Spool.Segments))
 	m("agent.reconnects_total", "", n, float64(s.Reconnects))
 	if s.SendLatency > 0 {
-		m("agent.send_latency_seconds", "seconds", n, s.SendLatency.Seconds())
+		m("agent.send_latency_seconds", "seconds", n, secondsAt(s.SendLatency, 5))
 	}
 	names := make([]string, 0, len(s.Collectors))
 	for name := range s.Collectors {
@@ -178,7 +179,7 @@ func (a *Agent) selfMetrics(out []*monitorpb.Metric) []*monitorpb.Metric {
 	slices.Sort(names)
 	for _, name := range names {
 		cs := s.Collectors[name]
-		m("agent.collector_duration_seconds", "seconds", low, cs.Last.Seconds(), "collector", name)
+		m("agent.collector_duration_seconds", "seconds", low, secondsAt(cs.Last, 5), "collector", name)
 		m("agent.collector_errors_total", "", n, float64(cs.Errors), "collector", name)
 		m("agent.collector_timeouts_total", "", n, float64(cs.Timeouts), "collector", name)
 		m("agent.collector_skips_total", "", n, float64(cs.Skips), "collector", name)
@@ -189,9 +190,18 @@ func (a *Agent) selfMetrics(out []*monitorpb.Metric) []*monitorpb.Metric {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		m("agent.cpu_seconds_total", "seconds", n, cpu.Seconds())
+		m("agent.cpu_seconds_total", "seconds", n, secondsAt(cpu, 6)) // getrusage counts microseconds
 	}
 	return out
+}
+
+// secondsAt is d in seconds with at most decimals digits after the point
+// (10 µs for timings taken around I/O, whose scheduling noise is larger;
+// 1 µs for getrusage, its resolution): the nanosecond digits are noise that
+// costs the compact layout 3-8 bytes per sample and tells nobody anything.
+func secondsAt(d time.Duration, decimals int) float64 {
+	p := math.Pow10(decimals)
+	return math.Round(d.Seconds()*p) / p
 }
 
 // rss reads the agent's resident set size from <proc>/self/statm ("size
