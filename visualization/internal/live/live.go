@@ -12,7 +12,8 @@
 // or one stored late, e.g. an agent replaying its spool) is counted as
 // late and not delivered. Observe must return quickly (it holds up every
 // broker's stream) and must not keep labels or samples after it returns:
-// they are shared with the other observers and read-only.
+// they are shared with the other observers and read-only, and the samples'
+// memory is reused for the next snapshots (the strings in them may be kept).
 //
 // Concurrency: SetBrokers, Stats and Run are safe to call from any
 // goroutine; Run owns one goroutine per broker stream and ends them all
@@ -111,6 +112,8 @@ type Feed struct {
 	deliver  sync.Mutex       // serializes Observe calls and guards hosts
 	hosts    map[string]*host // every host delivered
 	counters counters
+
+	wire *wireCache // the streams' decoding cache
 }
 
 type host struct {
@@ -160,7 +163,7 @@ func New(opts Options) (*Feed, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Feed{opts: opts, log: log, brokers: map[string]*stream{}, hosts: map[string]*host{}}, nil
+	return &Feed{opts: opts, log: log, brokers: map[string]*stream{}, hosts: map[string]*host{}, wire: newWireCache()}, nil
 }
 
 // SetBrokers makes addrs the brokers followed: streams to new ones open
@@ -297,39 +300,36 @@ func (f *Feed) session(ctx context.Context, s *stream, catchup bool) (opened boo
 	if catchup {
 		f.catchUp(ctx, s)
 	}
+	b := &batch{cache: f.wire} // reused for every message (see wire.go)
 	for {
-		b, err := st.Recv()
-		if err != nil {
+		// RecvMsg instead of Recv: the feed's own decoder (wire.go).
+		if err := st.RecvMsg(b); err != nil {
 			return true, time.Since(start), fmt.Errorf("receive from broker %s: %w", s.addr, err)
 		}
 		f.counters.batches.Add(1)
-		if d := b.GetDropped(); d > 0 {
+		if b.invalid > 0 {
+			f.counters.invalid.Add(b.invalid)
+		}
+		if d := b.dropped; d > 0 {
 			f.counters.brokerDropped.Add(d)
 			f.log.Warn("broker dropped batches for this server (too slow); catching up", "broker", s.addr, "dropped", d)
 			f.catchUp(ctx, s)
 		}
-		for _, snap := range b.GetSnapshots() {
-			f.receive(s, snap)
-		}
+		f.receive(s, b)
 	}
 }
 
-// receive delivers one streamed snapshot.
-func (f *Feed) receive(s *stream, snap *monitorpb.Snapshot) {
-	id := snap.GetHostId()
+// receive delivers one streamed batch's snapshots.
+func (f *Feed) receive(s *stream, b *batch) {
 	s.mu.Lock()
-	s.hosts[id] = struct{}{}
-	s.mu.Unlock()
-	samples := make([]Sample, 0, len(snap.GetMetrics()))
-	for _, m := range snap.GetMetrics() {
-		key, err := storage.SeriesKey(m.GetName(), m.GetLabels())
-		if err != nil {
-			f.counters.invalid.Add(1)
-			continue
-		}
-		samples = append(samples, Sample{Series: key, Value: m.GetValue(), Unit: m.GetUnit()})
+	for i := range b.snaps {
+		s.hosts[b.snaps[i].host] = struct{}{}
 	}
-	f.deliverOne(id, snap.GetTags(), snap.GetTimestamp(), samples, false)
+	s.mu.Unlock()
+	for i := range b.snaps {
+		snap := &b.snaps[i]
+		f.deliverOne(snap.host, snap.tags, snap.ts, b.snapSamples(i), false)
+	}
 }
 
 // deliverOne hands a snapshot to the observers if it is newer than the
