@@ -1,18 +1,17 @@
 package ingest
 
 import (
-	"errors"
 	"fmt"
 	"iter"
 	"math"
 	"slices"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/monitorhq/monitor/pkg/pbwire"
 	"github.com/monitorhq/monitor/pkg/storage"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
@@ -33,16 +32,8 @@ import (
 // a repeated scalar wins, map entries with the same key keep the last,
 // messages repeated are merged, unknown fields are skipped.
 //
-// Field numbers are proto/monitor.proto's.
-const (
-	fReqHello, fReqBatch              = 1, 2
-	fBatchSeq, fBatchSnapshots        = 1, 2
-	fSnapHost, fSnapTS, fSnapTags     = 1, 2, 3
-	fSnapMetrics                      = 4
-	fMetricName, fMetricValue         = 1, 2
-	fMetricUnit, fMetricPri, fMetricL = 3, 4, 5
-	fEntryKey, fEntryValue            = 1, 2
-)
+// The field numbers, the field reader and the string and map entry
+// decoding are pkg/pbwire's, shared with the other hand-written codecs.
 
 // Batch is an agent's batch as Convert reads it.
 type Batch struct {
@@ -115,8 +106,6 @@ func rememberMetric(key string, info *metricInfo) {
 	metricCache.Unlock()
 }
 
-var errUTF8 = errors.New("string field contains invalid UTF-8")
-
 // DecodeBatch decodes an IngestRequest's Batch message (the bytes of
 // field 2, without its tag).
 func DecodeBatch(data []byte) (*Batch, error) {
@@ -135,51 +124,17 @@ type decoder struct {
 	key []byte // scratch: a metric's bytes without its value
 }
 
-// next reads one field's tag and value; v is the bytes of a bytes field,
-// n the varint or fixed value.
-func next(data []byte) (num protowire.Number, typ protowire.Type, v []byte, n uint64, rest []byte, err error) {
-	num, typ, l := protowire.ConsumeTag(data)
-	if l < 0 {
-		return 0, 0, nil, 0, nil, protowire.ParseError(l)
-	}
-	if num > protowire.MaxValidNumber {
-		return 0, 0, nil, 0, nil, fmt.Errorf("field number %d is out of range", num)
-	}
-	data = data[l:]
-	switch typ {
-	case protowire.BytesType:
-		v, l = protowire.ConsumeBytes(data)
-	case protowire.VarintType:
-		n, l = protowire.ConsumeVarint(data)
-	case protowire.Fixed64Type:
-		n, l = protowire.ConsumeFixed64(data)
-	default:
-		l = protowire.ConsumeFieldValue(num, typ, data)
-	}
-	if l < 0 {
-		return 0, 0, nil, 0, nil, protowire.ParseError(l)
-	}
-	return num, typ, v, n, data[l:], nil
-}
-
-func str(b []byte) (string, error) {
-	if !utf8.Valid(b) {
-		return "", errUTF8
-	}
-	return string(b), nil
-}
-
 func (d *decoder) batch(b *Batch, data []byte) error {
 	for len(data) > 0 {
-		num, typ, v, n, rest, err := next(data)
+		num, typ, v, x, n, err := pbwire.Next(data)
 		if err != nil {
 			return err
 		}
-		data = rest
+		data = data[n:]
 		switch {
-		case num == fBatchSeq && typ == protowire.VarintType:
-			b.Seq = n
-		case num == fBatchSnapshots && typ == protowire.BytesType:
+		case num == pbwire.BatchSeq && typ == protowire.VarintType:
+			b.Seq = x
+		case num == pbwire.BatchSnapshots && typ == protowire.BytesType:
 			b.Snapshots = append(b.Snapshots, Snapshot{})
 			if err := d.snapshot(&b.Snapshots[len(b.Snapshots)-1], v); err != nil {
 				return err
@@ -191,28 +146,28 @@ func (d *decoder) batch(b *Batch, data []byte) error {
 
 func (d *decoder) snapshot(s *Snapshot, data []byte) error {
 	for len(data) > 0 {
-		num, typ, v, n, rest, err := next(data)
+		num, typ, v, x, n, err := pbwire.Next(data)
 		if err != nil {
 			return err
 		}
-		data = rest
+		data = data[n:]
 		switch {
-		case num == fSnapHost && typ == protowire.BytesType:
-			if s.HostID, err = str(v); err != nil {
-				return err
+		case num == pbwire.SnapshotHostID && typ == protowire.BytesType:
+			if s.HostID, err = pbwire.String(num, v); err != nil {
+				return fmt.Errorf("host id: %w", err)
 			}
-		case num == fSnapTS && typ == protowire.VarintType:
-			s.Timestamp = int64(n)
-		case num == fSnapTags && typ == protowire.BytesType:
-			k, val, err := entry(v)
+		case num == pbwire.SnapshotTimestamp && typ == protowire.VarintType:
+			s.Timestamp = int64(x)
+		case num == pbwire.SnapshotTags && typ == protowire.BytesType:
+			k, val, err := pbwire.Entry(v)
 			if err != nil {
-				return err
+				return fmt.Errorf("tag: %w", err)
 			}
 			if s.Tags == nil {
 				s.Tags = map[string]string{}
 			}
 			s.Tags[k] = val
-		case num == fSnapMetrics && typ == protowire.BytesType:
+		case num == pbwire.SnapshotMetrics && typ == protowire.BytesType:
 			if s.Metrics == nil {
 				s.Metrics = make([]Metric, 0, 64)
 			}
@@ -225,31 +180,6 @@ func (d *decoder) snapshot(s *Snapshot, data []byte) error {
 	return nil
 }
 
-// entry decodes a map<string, string> entry.
-func entry(data []byte) (k, v string, err error) {
-	for len(data) > 0 {
-		num, typ, b, _, rest, err := next(data)
-		if err != nil {
-			return "", "", err
-		}
-		data = rest
-		if typ != protowire.BytesType {
-			continue
-		}
-		switch num {
-		case fEntryKey:
-			if k, err = str(b); err != nil {
-				return "", "", err
-			}
-		case fEntryValue:
-			if v, err = str(b); err != nil {
-				return "", "", err
-			}
-		}
-	}
-	return k, v, nil
-}
-
 // metric decodes one Metric, from the cache when its bytes without the
 // value are known.
 func (d *decoder) metric(m *Metric, data []byte) error {
@@ -257,22 +187,22 @@ func (d *decoder) metric(m *Metric, data []byte) error {
 	// field a known one. Its key is the bytes around the value.
 	at, tagLen, values, plain := -1, 0, 0, true
 	for p := data; len(p) > 0 && plain; {
-		num, typ, _, _, rest, err := next(p)
+		num, typ, _, _, n, err := pbwire.Next(p)
 		if err != nil {
 			return err
 		}
 		switch {
-		case num == fMetricValue && typ == protowire.Fixed64Type:
-			at, tagLen = len(data)-len(p), len(p)-len(rest)-8
+		case num == pbwire.MetricValue && typ == protowire.Fixed64Type:
+			at, tagLen = len(data)-len(p), n-8
 			values++
-		case num == fMetricName, num == fMetricUnit, num == fMetricL:
+		case num == pbwire.MetricName, num == pbwire.MetricUnit, num == pbwire.MetricLabels:
 			plain = typ == protowire.BytesType
-		case num == fMetricPri:
+		case num == pbwire.MetricPriority:
 			plain = typ == protowire.VarintType
 		default:
 			plain = false
 		}
-		p = rest
+		p = p[n:]
 	}
 	if plain && values <= 1 {
 		if at >= 0 {
@@ -289,26 +219,26 @@ func (d *decoder) metric(m *Metric, data []byte) error {
 		m.wireKey = string(d.key)
 	}
 	for len(data) > 0 {
-		num, typ, v, n, rest, err := next(data)
+		num, typ, v, x, n, err := pbwire.Next(data)
 		if err != nil {
 			return err
 		}
-		data = rest
+		data = data[n:]
 		switch {
-		case num == fMetricName && typ == protowire.BytesType:
-			if m.Name, err = str(v); err != nil {
-				return err
+		case num == pbwire.MetricName && typ == protowire.BytesType:
+			if m.Name, err = pbwire.String(num, v); err != nil {
+				return fmt.Errorf("metric name: %w", err)
 			}
-		case num == fMetricValue && typ == protowire.Fixed64Type:
-			m.Value = math.Float64frombits(n)
-		case num == fMetricUnit && typ == protowire.BytesType:
-			if m.Unit, err = str(v); err != nil {
-				return err
+		case num == pbwire.MetricValue && typ == protowire.Fixed64Type:
+			m.Value = math.Float64frombits(x)
+		case num == pbwire.MetricUnit && typ == protowire.BytesType:
+			if m.Unit, err = pbwire.String(num, v); err != nil {
+				return fmt.Errorf("metric unit: %w", err)
 			}
-		case num == fMetricL && typ == protowire.BytesType:
-			k, val, err := entry(v)
+		case num == pbwire.MetricLabels && typ == protowire.BytesType:
+			k, val, err := pbwire.Entry(v)
 			if err != nil {
-				return err
+				return fmt.Errorf("metric label: %w", err)
 			}
 			m.Labels = append(m.Labels, Pair{k, val})
 		}
@@ -408,16 +338,16 @@ func (r *Request) SnapshotHosts() iter.Seq2[int, string] {
 func (r *Request) Unmarshal(data []byte) error {
 	var batches [][]byte
 	for len(data) > 0 {
-		num, typ, v, _, rest, err := next(data)
+		num, typ, v, _, n, err := pbwire.Next(data)
 		if err != nil {
-			return err
+			return fmt.Errorf("decode ingest request: %w", err)
 		}
-		data = rest
+		data = data[n:]
 		if typ != protowire.BytesType {
 			continue
 		}
 		switch num {
-		case fReqHello:
+		case pbwire.IngestRequestHello:
 			if r.Hello == nil {
 				r.Hello = &monitorpb.Hello{}
 			}
@@ -425,7 +355,7 @@ func (r *Request) Unmarshal(data []byte) error {
 				return err
 			}
 			batches = nil
-		case fReqBatch:
+		case pbwire.IngestRequestBatch:
 			r.Hello = nil
 			batches = append(batches, v)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/monitorhq/monitor/pkg/pbwire"
 	"github.com/monitorhq/monitor/pkg/storage"
 )
 
@@ -26,15 +27,8 @@ import (
 // ToProto's messages (fields in number order, map entries sorted by key,
 // zero values omitted), so every client decodes it as before.
 //
-// Field numbers are proto/monitor.proto's.
-const (
-	fBatchSnapshots, fBatchDropped = 1, 2
-	fSnapHost, fSnapTS             = 1, 2
-	fSnapTags, fSnapMetrics        = 3, 4
-	fMetricName, fMetricValue      = 1, 2
-	fMetricUnit, fMetricLabels     = 3, 5
-	fEntryKey, fEntryValue         = 1, 2
-)
+// The field numbers and the size and append helpers are pkg/pbwire's,
+// shared with the other hand-written codecs.
 
 // maxEncodedSeries bounds an encoder's cache: a stream of ever new series
 // (a cardinality bomb stored by some agent) empties it rather than growing
@@ -72,9 +66,9 @@ func (e *batchEncoder) wire(series string) *seriesWire {
 	name, labels, err := storage.ParseSeries(series)
 	if err == nil {
 		w.ok = true
-		w.fields = appendString(w.fields, fMetricName, name)
+		w.fields = pbwire.AppendString(w.fields, pbwire.MetricName, name)
 		for _, k := range slices.Sorted(maps.Keys(labels)) {
-			w.fields = appendEntry(w.fields, fMetricLabels, k, labels[k])
+			w.fields = pbwire.AppendEntry(w.fields, pbwire.MetricLabels, k, labels[k])
 		}
 	}
 	if len(e.series) >= maxEncodedSeries {
@@ -92,19 +86,19 @@ func (e *batchEncoder) encode(snaps []storage.Snapshot, dropped uint64) []byte {
 	e.sizes = e.sizes[:0]
 	total := 0
 	if dropped != 0 {
-		total += protowire.SizeTag(fBatchDropped) + protowire.SizeVarint(dropped)
+		total += protowire.SizeTag(pbwire.StoredBatchDropped) + protowire.SizeVarint(dropped)
 	}
 	for i := range snaps {
 		s := &snaps[i]
 		n := 0
 		if s.HostID != "" {
-			n += sizeString(fSnapHost, s.HostID)
+			n += pbwire.SizeString(pbwire.SnapshotHostID, s.HostID)
 		}
 		if s.Timestamp != 0 {
-			n += protowire.SizeTag(fSnapTS) + protowire.SizeVarint(uint64(s.Timestamp))
+			n += protowire.SizeTag(pbwire.SnapshotTimestamp) + protowire.SizeVarint(uint64(s.Timestamp))
 		}
 		for k, v := range s.Tags {
-			n += sizeEntry(fSnapTags, k, v)
+			n += pbwire.SizeEntry(pbwire.SnapshotTags, k, v)
 		}
 		for j := range s.Samples {
 			smp := &s.Samples[j]
@@ -112,23 +106,23 @@ func (e *batchEncoder) encode(snaps []storage.Snapshot, dropped uint64) []byte {
 			e.wires = append(e.wires, w)
 			if w.ok {
 				m := metricSize(w, smp)
-				n += protowire.SizeTag(fSnapMetrics) + protowire.SizeBytes(m)
+				n += protowire.SizeTag(pbwire.SnapshotMetrics) + protowire.SizeBytes(m)
 			}
 		}
 		e.sizes = append(e.sizes, n)
-		total += protowire.SizeTag(fBatchSnapshots) + protowire.SizeBytes(n)
+		total += protowire.SizeTag(pbwire.StoredBatchSnapshots) + protowire.SizeBytes(n)
 	}
 	b := make([]byte, 0, total)
 	wires := e.wires
 	for i := range snaps {
 		s := &snaps[i]
-		b = protowire.AppendTag(b, fBatchSnapshots, protowire.BytesType)
+		b = protowire.AppendTag(b, pbwire.StoredBatchSnapshots, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(e.sizes[i]))
 		if s.HostID != "" {
-			b = appendString(b, fSnapHost, s.HostID)
+			b = pbwire.AppendString(b, pbwire.SnapshotHostID, s.HostID)
 		}
 		if s.Timestamp != 0 {
-			b = protowire.AppendTag(b, fSnapTS, protowire.VarintType)
+			b = protowire.AppendTag(b, pbwire.SnapshotTimestamp, protowire.VarintType)
 			b = protowire.AppendVarint(b, uint64(s.Timestamp))
 		}
 		if len(s.Tags) > 0 {
@@ -138,7 +132,7 @@ func (e *batchEncoder) encode(snaps []storage.Snapshot, dropped uint64) []byte {
 			}
 			slices.Sort(e.keys)
 			for _, k := range e.keys {
-				b = appendEntry(b, fSnapTags, k, s.Tags[k])
+				b = pbwire.AppendEntry(b, pbwire.SnapshotTags, k, s.Tags[k])
 			}
 		}
 		for j := range s.Samples {
@@ -146,14 +140,14 @@ func (e *batchEncoder) encode(snaps []storage.Snapshot, dropped uint64) []byte {
 			if !w.ok {
 				continue
 			}
-			b = protowire.AppendTag(b, fSnapMetrics, protowire.BytesType)
+			b = protowire.AppendTag(b, pbwire.SnapshotMetrics, protowire.BytesType)
 			b = protowire.AppendVarint(b, uint64(metricSize(w, smp)))
 			b = appendMetric(b, w, smp)
 		}
 		wires = wires[len(s.Samples):]
 	}
 	if dropped != 0 {
-		b = protowire.AppendTag(b, fBatchDropped, protowire.VarintType)
+		b = protowire.AppendTag(b, pbwire.StoredBatchDropped, protowire.VarintType)
 		b = protowire.AppendVarint(b, dropped)
 	}
 	if len(b) != total {
@@ -167,10 +161,10 @@ func (e *batchEncoder) encode(snaps []storage.Snapshot, dropped uint64) []byte {
 func metricSize(w *seriesWire, smp *storage.Sample) int {
 	n := len(w.fields)
 	if math.Float64bits(smp.Value) != 0 {
-		n += protowire.SizeTag(fMetricValue) + protowire.SizeFixed64()
+		n += protowire.SizeTag(pbwire.MetricValue) + protowire.SizeFixed64()
 	}
 	if smp.Unit != "" {
-		n += sizeString(fMetricUnit, smp.Unit)
+		n += pbwire.SizeString(pbwire.MetricUnit, smp.Unit)
 	}
 	return n
 }
@@ -181,35 +175,13 @@ func appendMetric(b []byte, w *seriesWire, smp *storage.Sample) []byte {
 	_, _, n := protowire.ConsumeField(w.fields)
 	b = append(b, w.fields[:n]...)
 	if bits := math.Float64bits(smp.Value); bits != 0 {
-		b = protowire.AppendTag(b, fMetricValue, protowire.Fixed64Type)
+		b = protowire.AppendTag(b, pbwire.MetricValue, protowire.Fixed64Type)
 		b = protowire.AppendFixed64(b, bits)
 	}
 	if smp.Unit != "" {
-		b = appendString(b, fMetricUnit, smp.Unit)
+		b = pbwire.AppendString(b, pbwire.MetricUnit, smp.Unit)
 	}
 	return append(b, w.fields[n:]...)
-}
-
-func sizeString(num protowire.Number, s string) int {
-	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
-}
-
-func appendString(b []byte, num protowire.Number, s string) []byte {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendString(b, s)
-}
-
-// sizeEntry and appendEntry: a map entry (key and value always written,
-// as the generated code does).
-func sizeEntry(num protowire.Number, k, v string) int {
-	return protowire.SizeTag(num) + protowire.SizeBytes(sizeString(fEntryKey, k)+sizeString(fEntryValue, v))
-}
-
-func appendEntry(b []byte, num protowire.Number, k, v string) []byte {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(sizeString(fEntryKey, k)+sizeString(fEntryValue, v)))
-	b = appendString(b, fEntryKey, k)
-	return appendString(b, fEntryValue, v)
 }
 
 // encodedBatch is an encoded StoredBatch handed to stream.SendMsg: it

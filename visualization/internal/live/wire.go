@@ -1,15 +1,14 @@
 package live
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"sync"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/monitorhq/monitor/pkg/pbwire"
 	"github.com/monitorhq/monitor/pkg/storage"
 )
 
@@ -30,15 +29,8 @@ import (
 // with the same key keep the last, unknown fields (and known ones with an
 // unexpected wire type) are skipped.
 //
-// Field numbers are proto/monitor.proto's.
-const (
-	fBatchSnapshots, fBatchDropped = 1, 2
-	fSnapHost, fSnapTS             = 1, 2
-	fSnapTags, fSnapMetrics        = 3, 4
-	fMetricName, fMetricValue      = 1, 2
-	fMetricUnit, fMetricLabels     = 3, 5
-	fEntryKey, fEntryValue         = 1, 2
-)
+// The field numbers, the field reader and the string and map entry
+// decoding are pkg/pbwire's, shared with the other hand-written codecs.
 
 // maxCached bounds each of the cache's maps: a stream of ever new series
 // or tags (a cardinality bomb) empties them rather than growing them
@@ -134,45 +126,30 @@ func (b *batch) snapSamples(i int) []Sample { return b.samples[b.snaps[i].from:b
 
 // Unmarshal decodes a StoredBatch into b (replacing what b held).
 func (b *batch) Unmarshal(data []byte) error {
-	b.Reset()
-	for len(data) > 0 {
-		num, typ, v, n, err := field(data)
-		if err != nil {
-			return err
-		}
-		switch {
-		case num == fBatchSnapshots && typ == protowire.BytesType:
-			if err := b.snapshot(v); err != nil {
-				return err
-			}
-		case num == fBatchDropped && typ == protowire.VarintType:
-			b.dropped, _ = protowire.ConsumeVarint(v)
-		}
-		data = data[n:]
+	if err := b.unmarshal(data); err != nil {
+		return fmt.Errorf("%w: %w", errDecode, err)
 	}
 	return nil
 }
 
-// field splits the first field off data: its number, wire type, value
-// (the payload of a length-delimited field, else the raw value) and
-// total length.
-func field(data []byte) (protowire.Number, protowire.Type, []byte, int, error) {
-	num, typ, n := protowire.ConsumeTag(data)
-	if n < 0 {
-		return 0, 0, nil, 0, fmt.Errorf("%w: %v", errDecode, protowire.ParseError(n))
+func (b *batch) unmarshal(data []byte) error {
+	b.Reset()
+	for len(data) > 0 {
+		num, typ, v, x, n, err := pbwire.Next(data)
+		if err != nil {
+			return err
+		}
+		switch {
+		case num == pbwire.StoredBatchSnapshots && typ == protowire.BytesType:
+			if err := b.snapshot(v); err != nil {
+				return err
+			}
+		case num == pbwire.StoredBatchDropped && typ == protowire.VarintType:
+			b.dropped = x
+		}
+		data = data[n:]
 	}
-	if num > protowire.MaxValidNumber {
-		return 0, 0, nil, 0, fmt.Errorf("%w: field number %d", errDecode, num)
-	}
-	m := protowire.ConsumeFieldValue(num, typ, data[n:])
-	if m < 0 {
-		return 0, 0, nil, 0, fmt.Errorf("%w: field %d: %v", errDecode, num, protowire.ParseError(m))
-	}
-	v := data[n : n+m]
-	if typ == protowire.BytesType {
-		v, _ = protowire.ConsumeBytes(v)
-	}
-	return num, typ, v, n + m, nil
+	return nil
 }
 
 func (b *batch) snapshot(data []byte) error {
@@ -180,22 +157,21 @@ func (b *batch) snapshot(data []byte) error {
 	var host []byte
 	b.tagKey = b.tagKey[:0]
 	for len(data) > 0 {
-		num, typ, v, n, err := field(data)
+		num, typ, v, x, n, err := pbwire.Next(data)
 		if err != nil {
 			return err
 		}
 		switch {
-		case num == fSnapHost && typ == protowire.BytesType:
-			if !utf8.Valid(v) {
-				return fmt.Errorf("%w: host id %q is not valid UTF-8", errDecode, v)
+		case num == pbwire.SnapshotHostID && typ == protowire.BytesType:
+			if err := pbwire.ValidUTF8(num, v); err != nil {
+				return fmt.Errorf("host id: %w", err)
 			}
 			host = v
-		case num == fSnapTS && typ == protowire.VarintType:
-			u, _ := protowire.ConsumeVarint(v)
-			s.ts = int64(u)
-		case num == fSnapTags && typ == protowire.BytesType:
+		case num == pbwire.SnapshotTimestamp && typ == protowire.VarintType:
+			s.ts = int64(x)
+		case num == pbwire.SnapshotTags && typ == protowire.BytesType:
 			b.tagKey = append(b.tagKey, data[:n]...)
-		case num == fSnapMetrics && typ == protowire.BytesType:
+		case num == pbwire.SnapshotMetrics && typ == protowire.BytesType:
 			if err := b.metric(v); err != nil {
 				return err
 			}
@@ -223,11 +199,11 @@ func (b *batch) tags(entries []byte) (map[string]string, error) {
 	}
 	m := map[string]string{}
 	for data := entries; len(data) > 0; {
-		_, _, v, n, err := field(data) // every one is a tag entry
+		_, _, v, _, n, err := pbwire.Next(data) // every one is a tag entry
 		if err != nil {
 			return nil, err
 		}
-		k, val, err := entry(v)
+		k, val, err := pbwire.Entry(v)
 		if err != nil {
 			return nil, fmt.Errorf("tag: %w", err)
 		}
@@ -238,41 +214,18 @@ func (b *batch) tags(entries []byte) (map[string]string, error) {
 	return m, nil
 }
 
-// entry decodes a map<string, string> entry.
-func entry(data []byte) (k, v string, err error) {
-	var kb, vb []byte
-	for len(data) > 0 {
-		num, typ, val, n, err := field(data)
-		if err != nil {
-			return "", "", err
-		}
-		if typ == protowire.BytesType && (num == fEntryKey || num == fEntryValue) {
-			if !utf8.Valid(val) {
-				return "", "", fmt.Errorf("%w: map entry field %d %q is not valid UTF-8", errDecode, num, val)
-			}
-			if num == fEntryKey {
-				kb = val
-			} else {
-				vb = val
-			}
-		}
-		data = data[n:]
-	}
-	return string(kb), string(vb), nil
-}
-
 // metric decodes one Metric into a sample, its series and unit from the
 // cache when its bytes without the value are known.
 func (b *batch) metric(data []byte) error {
 	key := b.key[:0]
 	var value float64
 	for len(data) > 0 {
-		num, typ, _, n, err := field(data)
+		num, typ, _, x, n, err := pbwire.Next(data)
 		if err != nil {
 			return err
 		}
-		if num == fMetricValue && typ == protowire.Fixed64Type {
-			value = math.Float64frombits(binary.LittleEndian.Uint64(data[n-8 : n]))
+		if num == pbwire.MetricValue && typ == protowire.Fixed64Type {
+			value = math.Float64frombits(x)
 		} else {
 			key = append(key, data[:n]...)
 		}
@@ -300,31 +253,34 @@ func decodeMetric(data []byte) (*metricInfo, error) {
 	var name, unit []byte
 	var labels map[string]string
 	for len(data) > 0 {
-		num, typ, v, n, err := field(data)
+		num, typ, v, _, n, err := pbwire.Next(data)
 		if err != nil {
 			return nil, err
 		}
-		if typ == protowire.BytesType && (num == fMetricName || num == fMetricUnit) && !utf8.Valid(v) {
-			return nil, fmt.Errorf("%w: metric field %d %q is not valid UTF-8", errDecode, num, v)
-		}
-		if typ == protowire.BytesType {
-			switch num {
-			case fMetricName:
-				name = v
-			case fMetricUnit:
-				unit = v
-			case fMetricLabels:
-				k, val, err := entry(v)
-				if err != nil {
-					return nil, fmt.Errorf("label: %w", err)
-				}
-				if labels == nil {
-					labels = map[string]string{}
-				}
-				labels[k] = val
-			}
-		}
 		data = data[n:]
+		if typ != protowire.BytesType {
+			continue
+		}
+		switch num {
+		case pbwire.MetricName, pbwire.MetricUnit:
+			if err := pbwire.ValidUTF8(num, v); err != nil {
+				return nil, fmt.Errorf("metric: %w", err)
+			}
+			if num == pbwire.MetricName {
+				name = v
+			} else {
+				unit = v
+			}
+		case pbwire.MetricLabels:
+			k, val, err := pbwire.Entry(v)
+			if err != nil {
+				return nil, fmt.Errorf("label: %w", err)
+			}
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			labels[k] = val
+		}
 	}
 	series, err := storage.SeriesKey(string(name), labels)
 	if err != nil {

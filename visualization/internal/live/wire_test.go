@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/monitorhq/monitor/pkg/pbwire"
 	"github.com/monitorhq/monitor/pkg/storage"
 	monitorpb "github.com/monitorhq/monitor/proto"
 )
@@ -115,34 +116,34 @@ func fixed(num protowire.Number, v float64) []byte {
 }
 
 func TestBatchDecodesEdgeEncodings(t *testing.T) {
-	cpu := msg(fSnapMetrics, str(fMetricName, "cpu.usage_percent"), fixed(fMetricValue, 42), str(fMetricUnit, "%"))
+	cpu := msg(pbwire.SnapshotMetrics, str(pbwire.MetricName, "cpu.usage_percent"), fixed(pbwire.MetricValue, 42), str(pbwire.MetricUnit, "%"))
 	cases := []struct {
 		name string
 		data []byte
 	}{
 		{"empty", nil},
-		{"gap marker only", varint(fBatchDropped, 3)},
-		{"dropped repeated: the last wins", slices.Concat(varint(fBatchDropped, 3), varint(fBatchDropped, 9))},
-		{"a snapshot", msg(fBatchSnapshots, str(fSnapHost, "web-1"), varint(fSnapTS, 1500), msg(fSnapTags, str(1, "role"), str(2, "web")), cpu)},
-		{"fields out of order, repeated scalars", msg(fBatchSnapshots, cpu, varint(fSnapTS, 1), str(fSnapHost, "a"), varint(fSnapTS, 1500), str(fSnapHost, "web-1"))},
-		{"tag key repeated: the last wins", msg(fBatchSnapshots, str(fSnapHost, "h"), msg(fSnapTags, str(1, "k"), str(2, "a")), msg(fSnapTags, str(1, "k"), str(2, "b")))},
-		{"tag entry without key or value", msg(fBatchSnapshots, str(fSnapHost, "h"), msg(fSnapTags, str(2, "v")), msg(fSnapTags, str(1, "k")))},
-		{"labels in any order, repeated", msg(fBatchSnapshots, str(fSnapHost, "h"), msg(fSnapMetrics,
-			msg(fMetricLabels, str(2, "sda"), str(1, "device")), str(fMetricName, "disk.io"), msg(fMetricLabels, str(1, "mount"), str(2, "/")),
-			fixed(fMetricValue, 1), fixed(fMetricValue, 2), msg(fMetricLabels, str(1, "device"), str(2, "nvme0n1"))))},
-		{"unknown fields and wrong wire types skipped", msg(fBatchSnapshots, str(fSnapHost, "h"), varint(fSnapHost, 5), str(fSnapTS, "x"), varint(99, 1),
-			msg(fSnapMetrics, str(fMetricName, "m"), varint(fMetricValue, 7), fixed(fMetricName, 1), varint(4, 2), str(77, "?"), msg(fMetricLabels, varint(1, 3), str(1, "a"), str(2, "b"))),
+		{"gap marker only", varint(pbwire.StoredBatchDropped, 3)},
+		{"dropped repeated: the last wins", slices.Concat(varint(pbwire.StoredBatchDropped, 3), varint(pbwire.StoredBatchDropped, 9))},
+		{"a snapshot", msg(pbwire.StoredBatchSnapshots, str(pbwire.SnapshotHostID, "web-1"), varint(pbwire.SnapshotTimestamp, 1500), msg(pbwire.SnapshotTags, str(1, "role"), str(2, "web")), cpu)},
+		{"fields out of order, repeated scalars", msg(pbwire.StoredBatchSnapshots, cpu, varint(pbwire.SnapshotTimestamp, 1), str(pbwire.SnapshotHostID, "a"), varint(pbwire.SnapshotTimestamp, 1500), str(pbwire.SnapshotHostID, "web-1"))},
+		{"tag key repeated: the last wins", msg(pbwire.StoredBatchSnapshots, str(pbwire.SnapshotHostID, "h"), msg(pbwire.SnapshotTags, str(1, "k"), str(2, "a")), msg(pbwire.SnapshotTags, str(1, "k"), str(2, "b")))},
+		{"tag entry without key or value", msg(pbwire.StoredBatchSnapshots, str(pbwire.SnapshotHostID, "h"), msg(pbwire.SnapshotTags, str(2, "v")), msg(pbwire.SnapshotTags, str(1, "k")))},
+		{"labels in any order, repeated", msg(pbwire.StoredBatchSnapshots, str(pbwire.SnapshotHostID, "h"), msg(pbwire.SnapshotMetrics,
+			msg(pbwire.MetricLabels, str(2, "sda"), str(1, "device")), str(pbwire.MetricName, "disk.io"), msg(pbwire.MetricLabels, str(1, "mount"), str(2, "/")),
+			fixed(pbwire.MetricValue, 1), fixed(pbwire.MetricValue, 2), msg(pbwire.MetricLabels, str(1, "device"), str(2, "nvme0n1"))))},
+		{"unknown fields and wrong wire types skipped", msg(pbwire.StoredBatchSnapshots, str(pbwire.SnapshotHostID, "h"), varint(pbwire.SnapshotHostID, 5), str(pbwire.SnapshotTimestamp, "x"), varint(99, 1),
+			msg(pbwire.SnapshotMetrics, str(pbwire.MetricName, "m"), varint(pbwire.MetricValue, 7), fixed(pbwire.MetricName, 1), varint(4, 2), str(77, "?"), msg(pbwire.MetricLabels, varint(1, 3), str(1, "a"), str(2, "b"))),
 			tag(60, protowire.StartGroupType), varint(1, 1), tag(60, protowire.EndGroupType))},
-		{"invalid series counted", msg(fBatchSnapshots, str(fSnapHost, "h"),
-			msg(fSnapMetrics, str(fMetricName, "bad name"), fixed(fMetricValue, 1)), cpu,
-			msg(fSnapMetrics, str(fMetricName, "m"), msg(fMetricLabels, str(1, "k"), str(2, "a,b"))))},
-		{"zero and negative zero", msg(fBatchSnapshots, str(fSnapHost, "h"), msg(fSnapMetrics, str(fMetricName, "m")), msg(fSnapMetrics, str(fMetricName, "n"), fixed(fMetricValue, math.Copysign(0, -1))))},
-		{"an empty snapshot", msg(fBatchSnapshots)},
-		{"invalid UTF-8 host id", msg(fBatchSnapshots, str(fSnapHost, "\xff"), str(fSnapHost, "h"))},
-		{"invalid UTF-8 tag", msg(fBatchSnapshots, msg(fSnapTags, str(1, "k"), str(2, "\xc3")))},
-		{"invalid UTF-8 unit", msg(fBatchSnapshots, msg(fSnapMetrics, str(fMetricName, "m"), str(fMetricUnit, "\xff"), str(fMetricUnit, "%")))},
-		{"invalid UTF-8 label", msg(fBatchSnapshots, msg(fSnapMetrics, str(fMetricName, "m"), msg(fMetricLabels, str(1, "k"), str(2, "\xff"))))},
-		{"truncated", msg(fBatchSnapshots, str(fSnapHost, "web-1"), cpu)[:20]},
+		{"invalid series counted", msg(pbwire.StoredBatchSnapshots, str(pbwire.SnapshotHostID, "h"),
+			msg(pbwire.SnapshotMetrics, str(pbwire.MetricName, "bad name"), fixed(pbwire.MetricValue, 1)), cpu,
+			msg(pbwire.SnapshotMetrics, str(pbwire.MetricName, "m"), msg(pbwire.MetricLabels, str(1, "k"), str(2, "a,b"))))},
+		{"zero and negative zero", msg(pbwire.StoredBatchSnapshots, str(pbwire.SnapshotHostID, "h"), msg(pbwire.SnapshotMetrics, str(pbwire.MetricName, "m")), msg(pbwire.SnapshotMetrics, str(pbwire.MetricName, "n"), fixed(pbwire.MetricValue, math.Copysign(0, -1))))},
+		{"an empty snapshot", msg(pbwire.StoredBatchSnapshots)},
+		{"invalid UTF-8 host id", msg(pbwire.StoredBatchSnapshots, str(pbwire.SnapshotHostID, "\xff"), str(pbwire.SnapshotHostID, "h"))},
+		{"invalid UTF-8 tag", msg(pbwire.StoredBatchSnapshots, msg(pbwire.SnapshotTags, str(1, "k"), str(2, "\xc3")))},
+		{"invalid UTF-8 unit", msg(pbwire.StoredBatchSnapshots, msg(pbwire.SnapshotMetrics, str(pbwire.MetricName, "m"), str(pbwire.MetricUnit, "\xff"), str(pbwire.MetricUnit, "%")))},
+		{"invalid UTF-8 label", msg(pbwire.StoredBatchSnapshots, msg(pbwire.SnapshotMetrics, str(pbwire.MetricName, "m"), msg(pbwire.MetricLabels, str(1, "k"), str(2, "\xff"))))},
+		{"truncated", msg(pbwire.StoredBatchSnapshots, str(pbwire.SnapshotHostID, "web-1"), cpu)[:20]},
 		{"field number 0", varint(0, 1)},
 		{"bad length", []byte{0x0a, 0x80}},
 	}
@@ -202,8 +203,8 @@ func TestBatchDecodesRandomBatches(t *testing.T) {
 func TestWireCacheIsBounded(t *testing.T) {
 	b := &batch{cache: newWireCache()}
 	for i := range maxCached + 10 {
-		data := msg(fBatchSnapshots, str(fSnapHost, "h"), msg(fSnapTags, str(1, "k"), str(2, fmt.Sprint(i))),
-			msg(fSnapMetrics, str(fMetricName, "m"), msg(fMetricLabels, str(1, "i"), str(2, fmt.Sprint(i)))))
+		data := msg(pbwire.StoredBatchSnapshots, str(pbwire.SnapshotHostID, "h"), msg(pbwire.SnapshotTags, str(1, "k"), str(2, fmt.Sprint(i))),
+			msg(pbwire.SnapshotMetrics, str(pbwire.MetricName, "m"), msg(pbwire.MetricLabels, str(1, "i"), str(2, fmt.Sprint(i)))))
 		if i%9999 == 0 || i >= maxCached {
 			check(t, b, data)
 		} else if err := b.Unmarshal(data); err != nil {
@@ -222,7 +223,7 @@ func FuzzBatch(f *testing.F) {
 	for range 8 {
 		f.Add(randomBatch(r))
 	}
-	f.Add(msg(fBatchSnapshots, str(fSnapHost, "h"), msg(fSnapMetrics, str(fMetricName, "m"), msg(fMetricLabels, str(1, "k"), str(2, "v")))))
+	f.Add(msg(pbwire.StoredBatchSnapshots, str(pbwire.SnapshotHostID, "h"), msg(pbwire.SnapshotMetrics, str(pbwire.MetricName, "m"), msg(pbwire.MetricLabels, str(1, "k"), str(2, "v")))))
 	b := &batch{cache: newWireCache()}
 	f.Fuzz(func(t *testing.T, data []byte) { check(t, b, data) })
 }
