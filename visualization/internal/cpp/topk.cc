@@ -3,10 +3,19 @@
 // Per metric: an index host -> Entry (the host's latest value and
 // timestamp), a std::set of entries ordered by value (best first) and a
 // std::set ordered by timestamp (oldest first, for expiry). An update is a
-// hash lookup and a remove + insert in each set: O(log N) for N hosts of
-// the metric, no matter how K compares to N, and the top K is exact: a host
-// that fell out of the top K and later rises re-enters at its right rank,
-// because every host's latest value is kept, not just K of them.
+// hash lookup and a move of the entry's node in each set: O(log N) for N
+// hosts of the metric, no matter how K compares to N, and the top K is
+// exact: a host that fell out of the top K and later rises re-enters at its
+// right rank, because every host's latest value is kept, not just K of them.
+//
+// The sets are what an update costs (a profile at 10k hosts showed their
+// pointer chasing and string compares as most of the time), so: each entry
+// keeps its iterators into both sets and a move is extract + re-insert of
+// the same node (no search to erase, no allocation); the set keys carry the
+// value or timestamp, so a comparison reads the neighbour's node, not its
+// Entry, except on ties; the time set breaks ties by the Entry's address,
+// not its host (the order of equal timestamps does not matter to expiry),
+// and an update that keeps its timestamp or value leaves that set alone.
 //
 // Change detection is O(1) when the top K does not move: each metric keeps
 // a copy of its exported top K (cache) and each entry a flag saying
@@ -27,6 +36,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <new>
 #include <set>
@@ -37,28 +47,50 @@
 
 namespace {
 
+struct Entry;
+
+// VKey is an entry's key in the value set.
+struct VKey {
+  double value;
+  Entry *e;
+};
+
+// TKey is an entry's key in the time set.
+struct TKey {
+  int64_t ts;
+  Entry *e;
+};
+
+// ByValue orders entries best first: higher value, then lower host id.
+struct ByValue {
+  bool operator()(const VKey &a, const VKey &b) const;
+};
+
+// ByTime orders entries oldest first, then by address (any strict order
+// will do: entries of one timestamp expire together).
+struct ByTime {
+  bool operator()(const TKey &a, const TKey &b) const {
+    if (a.ts != b.ts) return a.ts < b.ts;
+    return std::less<const Entry *>()(a.e, b.e);
+  }
+};
+
+using ValueSet = std::set<VKey, ByValue>;
+using TimeSet = std::set<TKey, ByTime>;
+
 struct Entry {
   std::string host;
   double value = 0;
   int64_t ts = 0;
   bool in_top = false;
+  ValueSet::iterator vit;  // this entry's node in by_value
+  TimeSet::iterator tit;   // this entry's node in by_time
 };
 
-// ByValue orders entries best first: higher value, then lower host id.
-struct ByValue {
-  bool operator()(const Entry *a, const Entry *b) const {
-    if (a->value != b->value) return a->value > b->value;
-    return a->host < b->host;
-  }
-};
-
-// ByTime orders entries oldest first, then by host id.
-struct ByTime {
-  bool operator()(const Entry *a, const Entry *b) const {
-    if (a->ts != b->ts) return a->ts < b->ts;
-    return a->host < b->host;
-  }
-};
+inline bool ByValue::operator()(const VKey &a, const VKey &b) const {
+  if (a.value != b.value) return a.value > b.value;
+  return a.e->host < b.e->host;
+}
 
 struct Cached {
   std::string host;
@@ -75,8 +107,8 @@ struct Metric {
   // Keys view the Entry's own host string, so lookups by a caller's bytes
   // allocate nothing.
   std::unordered_map<std::string_view, std::unique_ptr<Entry>> hosts;
-  std::set<const Entry *, ByValue> by_value;
-  std::set<const Entry *, ByTime> by_time;
+  ValueSet by_value;
+  TimeSet by_time;
   std::vector<Cached> cache;  // the exported top K, best first
   bool dirty = false;         // cache changed since the last publish
 };
@@ -151,7 +183,7 @@ struct mon_topk {
     std::vector<Cached> next;
     next.reserve(k);
     for (auto it = m.by_value.begin(); it != m.by_value.end() && next.size() < k; ++it) {
-      Entry *e = const_cast<Entry *>(*it);
+      Entry *e = it->e;
       e->in_top = true;
       next.push_back(Cached{e->host, e->value, e->ts});
     }
@@ -172,11 +204,11 @@ struct mon_topk {
 
   bool expire_metric(Metric &m, int64_t now_ns) {
     bool touched = false;
-    while (!m.by_time.empty() && expired(*m.by_time.begin(), now_ns)) {
-      const Entry *e = *m.by_time.begin();
+    while (!m.by_time.empty() && expired(m.by_time.begin()->e, now_ns)) {
+      Entry *e = m.by_time.begin()->e;
       touched = touched || e->in_top;
-      m.by_time.erase(m.by_time.begin());
-      m.by_value.erase(e);
+      m.by_time.erase(e->tit);
+      m.by_value.erase(e->vit);
       m.hosts.erase(std::string_view(e->host));  // frees e
     }
     return touched && rebuild(m);
@@ -320,8 +352,9 @@ int64_t mon_topk_update(mon_topk *t, const char *metric, size_t metric_len,
   // before anything moves. The stored one cannot have expired then: it is
   // newer than ts, which has not.
   if (it != m->hosts.end() && ts < it->second->ts) return TOPK_ERR_STALE;
+  size_t held = m->hosts.size();
   bool changed = t->expire_metric(*m, now_ns);
-  it = m->hosts.find(hv);
+  if (m->hosts.size() != held) it = m->hosts.find(hv);  // expiry may have freed it
   Entry *e;
   bool was_top = false;
   if (it == m->hosts.end()) {
@@ -331,16 +364,25 @@ int64_t mon_topk_update(mon_topk *t, const char *metric, size_t metric_len,
     owned->ts = ts;
     e = owned.get();
     m->hosts.emplace(std::string_view(e->host), std::move(owned));
+    e->vit = m->by_value.insert(VKey{value, e}).first;
+    // A new sample is usually the newest: hint the end.
+    e->tit = m->by_time.insert(m->by_time.end(), TKey{ts, e});
   } else {
     e = it->second.get();
     was_top = e->in_top;
-    m->by_value.erase(e);
-    m->by_time.erase(e);
-    e->value = value;
-    e->ts = ts;
+    if (value != e->value || std::signbit(value) != std::signbit(e->value)) {
+      auto node = m->by_value.extract(e->vit);
+      e->value = value;
+      node.value().value = value;
+      e->vit = m->by_value.insert(std::move(node)).position;
+    }
+    if (ts != e->ts) {
+      auto node = m->by_time.extract(e->tit);
+      e->ts = ts;
+      node.value().ts = ts;
+      e->tit = m->by_time.insert(m->by_time.end(), std::move(node));
+    }
   }
-  m->by_value.insert(e);
-  m->by_time.insert(e);
   if (was_top || t->ranks_in_top(*m, e)) {
     changed = t->rebuild(*m) || changed;
   }
@@ -366,7 +408,7 @@ size_t mon_topk_top(mon_topk *t, uint32_t metric_id, uint32_t k, mon_topk_entry 
   const Metric &m = *t->by_id[metric_id];
   size_t n = 0, off = 0;
   for (auto it = m.by_value.begin(); it != m.by_value.end() && n < k; ++it) {
-    const Entry *e = *it;
+    const Entry *e = it->e;
     if (off + e->host.size() > hosts_cap) break;
     std::memcpy(hosts + off, e->host.data(), e->host.size());
     out[n] = mon_topk_entry{e->value, e->ts, static_cast<uint32_t>(off),
