@@ -233,7 +233,7 @@ func TestShardConfigRefused(t *testing.T) {
 		{"primary as replica", ShardConfig{Addr: "a:1", Replicas: []string{"a:1"}}, "primary as a replica"},
 		{"cluster addrs without cluster", ShardConfig{Addr: "a:1", ClusterAddrs: []string{"b:1"}}, "not a cluster"},
 		{"cert without key", ShardConfig{Addr: "a:1", TLS: TLSConfig{Enabled: true, CertFile: "c.pem"}}, "certificate and its key"},
-		{"missing CA file", ShardConfig{Addr: "a:1", TLS: TLSConfig{Enabled: true, CAFile: "/nonexistent/ca.pem"}}, "read TLS CA file"},
+		{"missing CA file", ShardConfig{Addr: "a:1", TLS: TLSConfig{Enabled: true, CAFile: "/nonexistent/ca.pem"}}, "tls client: read CA file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(context.Background(), Config{Shards: []ShardConfig{tc.sc}}, nil)
