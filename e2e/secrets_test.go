@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -100,53 +99,16 @@ func (l *logged) run(t *testing.T, env []string, name string, args ...string) (s
 	return string(out), err
 }
 
-// start starts a long-running binary with env added; its output is kept
-// for the leak check. It is killed when the test ends if still running.
+// start starts a long-running binary with env added (startProcEnv); its
+// output is kept for the leak check.
 func (l *logged) start(t *testing.T, env []string, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(filepath.Join(binDir, name), args...), exited: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), env...)
-	pr, pw := io.Pipe()
-	p.cmd.Stdout, p.cmd.Stderr = pw, pw
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.out.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-		}
-	}()
-	go func() {
-		p.err = p.cmd.Wait()
-		pw.Close()
-		close(p.exited)
-	}()
+	p := startProcEnv(t, env, name, args...)
 	l.mu.Lock()
 	l.outs = append(l.outs, p.output)
 	l.mu.Unlock()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
 	return p
 }
-
-var buildVisualization = sync.OnceValue(func() error {
-	cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "visualization"), "./visualization/cmd")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build visualization: %v\n%s", err, out)
-	}
-	return nil
-})
 
 func writeFile(t *testing.T, dir, name, body string) string {
 	t.Helper()
@@ -167,9 +129,6 @@ func writeFile(t *testing.T, dir, name, body string) string {
 // (refused and logged), config errors and a Redis authentication failure;
 // then looks for every secret in everything the processes wrote.
 func TestSecretsNeverLogged(t *testing.T) {
-	if err := buildVisualization(); err != nil {
-		t.Fatal(err)
-	}
 	sec := secretValues{}
 	redisPW := sec.add("redis password", "redis-pw-7f3a9c1e5b")
 	wrongRedisPW := sec.add("wrong redis password", "wrong-redis-pw-2d8e4a")
