@@ -38,9 +38,9 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/monitorhq/monitor/broker/internal/authz"
-	"github.com/monitorhq/monitor/broker/internal/connlimit"
 	"github.com/monitorhq/monitor/broker/internal/ingest"
 	"github.com/monitorhq/monitor/broker/internal/service"
+	"github.com/monitorhq/monitor/pkg/connlimit"
 	"github.com/monitorhq/monitor/pkg/queue"
 	"github.com/monitorhq/monitor/pkg/storage"
 	"github.com/monitorhq/monitor/pkg/storage/embedded"
@@ -86,7 +86,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error) 
 		store.Close()
 		return nil, fmt.Errorf("listen gRPC on %s: %w", cfg.GRPCListen, err)
 	}
-	b.connLim = connlimit.Wrap(b.grpcLis, cfg.MaxConnections, cfg.MaxConnectionsPerIP)
+	b.connLim = connlimit.Wrap(b.grpcLis, cfg.MaxConnections, cfg.MaxConnectionsPerIP, nil)
 	b.authz = authz.New(authz.Config{
 		AgentSecrets: cfg.Auth.AgentSecrets, RevokedHosts: cfg.Auth.RevokedHosts, CertIdentity: cfg.Auth.CertIdentity,
 		ClusterSecret: cfg.Cluster.Secret, AdminUser: cfg.Cluster.AdminUser, AdminPassword: cfg.Cluster.AdminPassword,

@@ -30,6 +30,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	promcollectors "github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/monitorhq/monitor/pkg/connlimit"
 )
 
 func vdesc(name, help string, labels ...string) *prometheus.Desc {
@@ -166,8 +168,8 @@ func (c vizCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descAlertWebhooks, al.WebhookDropped, "dropped")
 
 	gauge(descHTTPConns, st.HTTP.Open)
-	counter(descHTTPConnsRefused, st.HTTP.RefusedMax, "max_connections")
-	counter(descHTTPConnsRefused, st.HTTP.RefusedPerIP, "max_connections_per_ip")
+	counter(descHTTPConnsRefused, st.HTTP.RefusedMax, connlimit.ReasonMax)
+	counter(descHTTPConnsRefused, st.HTTP.RefusedPerIP, connlimit.ReasonPerIP)
 	counter(descLoginRefused, st.Auth.LimitedAddr, "rate_limited_addr")
 	counter(descLoginRefused, st.Auth.LimitedUser, "rate_limited_user")
 	counter(descLoginRefused, st.Auth.BadCredentials, "bad_credentials")

@@ -42,6 +42,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/monitorhq/monitor/pkg/connlimit"
 	"github.com/monitorhq/monitor/pkg/grpcauth"
 	"github.com/monitorhq/monitor/pkg/membership"
 	"github.com/monitorhq/monitor/visualization/internal/api"
@@ -83,8 +84,8 @@ type Server struct {
 	quic    *vquic.Server // nil when quic_listen is empty (issue 8)
 	ops     *opsServer    // metrics_listen: /metrics, /healthz, /readyz (metrics.go)
 	api     *api.API
-	conns   *connLimiter // the HTTP listener's limits (connlimit.go)
-	tls     bool         // http_listen serves HTTPS
+	conns   *connlimit.Listener // the HTTP listener's limits
+	tls     bool                // http_listen serves HTTPS
 }
 
 // Stats are the live path's and the push core's counters: what arrived,
@@ -96,6 +97,14 @@ type Stats struct {
 	// HTTP is the HTTP listener's connections; Auth the refused logins.
 	HTTP ConnStats     `json:"http"`
 	Auth api.AuthStats `json:"auth"`
+}
+
+// ConnStats are the HTTP listener's connection figures (max_connections,
+// max_connections_per_ip; pkg/connlimit).
+type ConnStats struct {
+	Open         int    `json:"open"`           // connections open now
+	RefusedMax   uint64 `json:"refused_max"`    // closed at accept: max_connections reached
+	RefusedPerIP uint64 `json:"refused_per_ip"` // closed at accept: max_connections_per_ip reached
 }
 
 // New validates cfg (Validate and Ready: a JWT secret and users are
@@ -238,8 +247,8 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("visualization: listen on http_listen %s: %w", cfg.HTTPListen, err)
 	}
 	// Limits first: a connection over them is closed before its TLS
-	// handshake costs anything (connlimit.go).
-	s.conns = newConnLimiter(tcp, cfg.MaxConnections, cfg.MaxConnectionsPerIP, func(ip netip.Addr) bool {
+	// handshake costs anything; trusted proxies are not capped per IP.
+	s.conns = connlimit.Wrap(tcp, cfg.MaxConnections, cfg.MaxConnectionsPerIP, func(ip netip.Addr) bool {
 		return slices.ContainsFunc(proxies, func(p netip.Prefix) bool { return p.Contains(ip) })
 	})
 	var ln net.Listener = s.conns
@@ -294,7 +303,9 @@ func hsts(h http.Handler, maxAge time.Duration) http.Handler {
 
 // Stats returns the live path's and the push core's counters.
 func (s *Server) Stats() Stats {
-	st := Stats{Live: s.feed.Stats(), Push: s.hub.Stats(), HTTP: s.conns.Stats(), Auth: s.api.AuthStats()}
+	refused := s.conns.Refused()
+	st := Stats{Live: s.feed.Stats(), Push: s.hub.Stats(), Auth: s.api.AuthStats(), HTTP: ConnStats{
+		Open: s.conns.Open(), RefusedMax: refused[connlimit.ReasonMax], RefusedPerIP: refused[connlimit.ReasonPerIP]}}
 	if s.quic != nil { // quic.go
 		q := s.quic.Stats()
 		st.QUIC = &q

@@ -24,7 +24,7 @@ func TestLimits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			l := Wrap(raw, tc.max, tc.perIP)
+			l := Wrap(raw, tc.max, tc.perIP, nil)
 			defer l.Close()
 			accepted := make(chan net.Conn, 8)
 			go func() {
